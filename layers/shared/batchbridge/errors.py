@@ -1,0 +1,116 @@
+"""The workflow's error vocabulary.
+
+Every exception a task handler lets escape is seen by Step Functions under its class name, so the
+state machine's ``Retry`` and ``Catch`` blocks match these names. Names never change casually.
+"""
+
+from __future__ import annotations
+
+
+class BatchBridgeError(Exception):
+    """Base of every error BatchBridge raises on purpose."""
+
+    code: str = "BatchBridgeError"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+# --- transient: the workflow retries these with backoff ------------------------------------------
+class ProviderThrottledError(BatchBridgeError):
+    """The provider answered 429; ``retry_after`` is its hint in seconds when it gave one."""
+
+    code = "PROVIDER_THROTTLED"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailableError(BatchBridgeError):
+    """5xx, connection refused, or a timeout on a call that is safe to repeat."""
+
+    code = "PROVIDER_UNAVAILABLE"
+
+
+class ProviderResponseError(BatchBridgeError):
+    """The provider answered with something its own documentation does not allow (bad JSON, missing
+    fields). Retried a few times, as truncated bodies are usually transient; then the batch fails."""
+
+    code = "PROVIDER_BAD_RESPONSE"
+
+
+# --- terminal: the batch ends, with this error recorded --------------------------------------------
+class ProviderAuthError(BatchBridgeError):
+    """Credentials were refused, even after one fresh authentication."""
+
+    code = "PROVIDER_AUTH_FAILED"
+
+
+class BatchRejectedError(BatchBridgeError):
+    """The provider refused the batch (or a chunk of it) with a client error it documents."""
+
+    code = "BATCH_REJECTED"
+
+
+class ProviderJobFailedError(BatchBridgeError):
+    """The provider reports the job itself as failed."""
+
+    code = "PROVIDER_JOB_FAILED"
+
+
+class UnknownProviderStatusError(BatchBridgeError):
+    """The provider reported a status outside its documented set: fail closed, never loop on it."""
+
+    code = "UNKNOWN_PROVIDER_STATUS"
+
+
+class ResultsExpiredError(BatchBridgeError):
+    """The provider no longer holds the results (e.g. iVvy keeps them for two days)."""
+
+    code = "RESULTS_EXPIRED"
+
+
+class AmbiguousSubmitError(BatchBridgeError):
+    """A submit may or may not have reached the provider; resubmitting could double the work."""
+
+    code = "AMBIGUOUS_SUBMIT"
+
+
+class ConfigurationError(BatchBridgeError):
+    """A connection secret or setting is missing or malformed."""
+
+    code = "CONFIGURATION_ERROR"
+
+
+# --- API-level -------------------------------------------------------------------------------------
+class UnknownProviderError(BatchBridgeError):
+    code = "UNKNOWN_PROVIDER"
+
+
+class ConnectionNotFoundError(BatchBridgeError):
+    code = "UNKNOWN_CONNECTION"
+
+
+class BatchNotFoundError(BatchBridgeError):
+    code = "BATCH_NOT_FOUND"
+
+
+class IdempotencyConflictError(BatchBridgeError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class InvalidStateError(BatchBridgeError):
+    """An operation that the batch's current status does not allow (e.g. cancelling a finished batch)."""
+
+    code = "INVALID_STATE"
+
+
+class CancelNotSupportedError(BatchBridgeError):
+    code = "CANCEL_NOT_SUPPORTED"
+
+
+RETRYABLE_ERRORS = (ProviderThrottledError, ProviderUnavailableError, ProviderResponseError)

@@ -1,0 +1,123 @@
+"""Canonical vocabulary shared by every part of BatchBridge.
+
+Providers speak their own dialects; everything outside ``batchbridge.providers`` sees only these types.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class BatchStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    SUBMITTING = "SUBMITTING"
+    RUNNING = "RUNNING"
+    COLLECTING = "COLLECTING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIALLY_SUCCEEDED = "PARTIALLY_SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        BatchStatus.SUCCEEDED,
+        BatchStatus.PARTIALLY_SUCCEEDED,
+        BatchStatus.FAILED,
+        BatchStatus.TIMED_OUT,
+        BatchStatus.CANCELLED,
+        BatchStatus.NEEDS_ATTENTION,
+    }
+)
+
+
+class OutcomeKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NOT_PROCESSED = "not_processed"
+
+
+class ChunkState(StrEnum):
+    """Where one provider submission (a chunk of the batch's jobs) stands."""
+
+    PENDING = "PENDING"  # not yet sent
+    SUBMITTING = "SUBMITTING"  # claimed by a submit attempt; provider reference not yet recorded
+    RUNNING = "RUNNING"  # accepted by the provider, not finished
+    COMPLETED = "COMPLETED"  # provider says finished; results not yet collected
+    FAILED = "FAILED"  # provider says the job failed as a whole
+    COLLECTED = "COLLECTED"  # outcomes written
+    ABANDONED = "ABANDONED"  # never finished (deadline, cancel, rejection); outcomes written as not_processed
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class Outcome(BaseModel):
+    """Exactly one per job the client submitted."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    index: int
+    client_ref: str | None = Field(default=None, alias="clientRef")
+    outcome: OutcomeKind
+    provider_ref: str | None = Field(default=None, alias="providerRef")
+    error: ErrorInfo | None = None
+    response: Any = None
+    detail: str | None = None  # e.g. "unchanged" for an accepted record the provider did not need to touch
+
+    def to_record(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class Counts(BaseModel):
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    not_processed: int = Field(default=0, alias="notProcessed")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def add(self, kind: OutcomeKind, n: int = 1) -> None:
+        if kind is OutcomeKind.SUCCEEDED:
+            self.succeeded += n
+        elif kind is OutcomeKind.FAILED:
+            self.failed += n
+        else:
+            self.not_processed += n
+        self.total += n
+
+
+class Connection(BaseModel):
+    """A named Secrets Manager secret: ``{"provider", "baseUrl", ...credentials and settings}``.
+
+    Credentials are ``SecretStr`` so they never print, log or serialise by accident.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    provider: str
+    base_url: str
+    credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    def secret(self, key: str) -> str:
+        from batchbridge.errors import ConfigurationError
+
+        try:
+            return self.credentials[key].get_secret_value()
+        except KeyError:
+            raise ConfigurationError(
+                f"connection {self.name!r} has no credential {key!r}"
+            ) from None

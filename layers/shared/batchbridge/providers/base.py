@@ -1,0 +1,124 @@
+"""The provider interface: submit, check, collect, cancel. One module per provider, registered by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from batchbridge.errors import CancelNotSupportedError, UnknownProviderError
+from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome
+
+
+class Capabilities(BaseModel):
+    """What a provider declares about itself; served by ``GET /providers``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    title: str
+    max_jobs_per_submit: int
+    max_jobs_per_batch: int = 10_000
+    supports_callback: bool = False
+    supports_cancel: bool = False
+    min_poll_seconds: float
+    max_poll_seconds: float = 1800
+    default_deadline_seconds: int = 6 * 3600
+    max_deadline_seconds: int = 24 * 3600
+    result_retention_seconds: int | None = None
+    max_concurrency: int = 4
+
+
+class Job(BaseModel):
+    """Fields every job may carry. Providers subclass this with their own required fields."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    client_ref: str | None = Field(default=None, alias="clientRef", max_length=256)
+
+
+class ChunkInfo(BaseModel):
+    """What a provider needs to know about the chunk it is asked to act on."""
+
+    batch_id: str
+    index: int
+    first_job_index: int
+    provider_ref: str | None = None
+    callback_url: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # the batch's provider options
+
+
+class StatusReport(BaseModel):
+    """One status check of one chunk, in canonical terms."""
+
+    state: ChunkState  # RUNNING, COMPLETED or FAILED
+    provider_status: str  # the provider's own word, kept for people reading the batch
+    progress: float | None = None  # percent complete, when the provider tells
+    error: ErrorInfo | None = None  # set when state is FAILED
+    retry_after: float | None = None
+    wait_hint_seconds: float | None = None  # e.g. a tenant in maintenance: ask again after this
+    detail: dict[str, Any] = Field(default_factory=dict)  # small provider facts collect() may need
+
+
+class Provider(ABC):
+    """Base for every provider adapter.
+
+    An adapter is built per connection with an injected ``httpx.Client`` so tests and the local
+    runtime point it at a simulator. Adapters raise the typed errors of ``batchbridge.errors`` only.
+    """
+
+    capabilities: ClassVar[Capabilities]
+    job_model: ClassVar[type[Job]] = Job
+
+    def __init__(self, connection: Connection, client: httpx.Client) -> None:
+        self.connection = connection
+        self.client = client
+
+    @abstractmethod
+    def submit(self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]]) -> str:
+        """Send one chunk; return the provider's reference for it. Never retries on its own."""
+
+    @abstractmethod
+    def check(self, chunk: ChunkInfo) -> StatusReport:
+        """Ask the provider how the chunk stands."""
+
+    @abstractmethod
+    def collect(
+        self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]], report: StatusReport | None
+    ) -> Iterator[Outcome]:
+        """Yield exactly one outcome per job of the chunk, in job order."""
+
+    def cancel(self, chunk: ChunkInfo) -> bool:
+        """Cancel the chunk at the provider; True when the provider confirmed it."""
+        raise CancelNotSupportedError(f"{self.capabilities.name} has no cancel operation")
+
+    def confirm_callback(self, chunk: ChunkInfo, body: Any) -> bool:
+        """Given a callback body, say whether the chunk really finished (never trust the body alone)."""
+        return self.check(chunk).state is not ChunkState.RUNNING
+
+
+_REGISTRY: dict[str, type[Provider]] = {}
+
+
+def register(cls: type[Provider]) -> type[Provider]:
+    _REGISTRY[cls.capabilities.name] = cls
+    return cls
+
+
+def provider_class(name: str) -> type[Provider]:
+    from batchbridge import providers  # noqa: F401  (imports every adapter, which registers itself)
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownProviderError(f"unknown provider {name!r}; known providers: {known}") from None
+
+
+def all_capabilities() -> list[Capabilities]:
+    from batchbridge import providers  # noqa: F401
+
+    return [cls.capabilities for _, cls in sorted(_REGISTRY.items())]

@@ -1,0 +1,1 @@
+"""Local-only code: provider simulators, the local runtime and its CLI. Never shipped to Lambda."""

@@ -1,0 +1,202 @@
+"""A small threaded HTTP server that every provider simulator builds on.
+
+A simulator subclasses :class:`Simulator` and implements :meth:`Simulator.route`. The base class owns
+the socket, the request log and the fault knobs shared by all vendors (latency, 429 with Retry-After,
+5xx bursts, dropped connections, malformed bodies), so the same fault scenarios run against every
+provider.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    raw_path: str  # path plus query, as sent
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # JSON-serialisable, or bytes sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if self.body is None:
+            return b""
+        return json.dumps(self.body).encode()
+
+
+@dataclass
+class Faults:
+    """Transport-level faults, applied to the next N matching requests, then spent.
+
+    ``only_paths`` narrows every knob to requests whose path contains one of the given fragments.
+    ``drop_after_handling`` drops the connection *after* the request was acted on (an ambiguous submit).
+    """
+
+    latency_seconds: float = 0.0
+    throttle_next: int = 0
+    retry_after_seconds: int = 1
+    server_error_next: int = 0
+    drop_next: int = 0
+    drop_after_handling_next: int = 0
+    malformed_next: int = 0
+    truncated_next: int = 0
+    only_paths: tuple[str, ...] = ()
+
+    def applies(self, path: str) -> bool:
+        return not self.only_paths or any(p in path for p in self.only_paths)
+
+
+class _Dropped(Exception):
+    pass
+
+
+class Simulator:
+    """Base class: start/stop, request log, fault injection. Subclasses implement :meth:`route`."""
+
+    name = "simulator"
+
+    def __init__(self) -> None:
+        self.faults = Faults()
+        self.requests: list[Request] = []
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{self.name} simulator is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Simulator:
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"{self.name}-sim", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- to implement --------------------------------------------------------------------------------
+    def route(self, request: Request) -> Response:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- helpers for tests ---------------------------------------------------------------------------
+    def requests_to(self, fragment: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if fragment in r.raw_path]
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _take(self, knob: str, path: str) -> bool:
+        with self._lock:
+            if getattr(self.faults, knob) > 0 and self.faults.applies(path):
+                setattr(self.faults, knob, getattr(self.faults, knob) - 1)
+                return True
+            return False
+
+    def _dispatch(self, request: Request) -> Response:
+        with self._lock:
+            self.requests.append(request)
+        if self.faults.latency_seconds and self.faults.applies(request.path):
+            time.sleep(self.faults.latency_seconds)
+        if self._take("drop_next", request.path):
+            raise _Dropped
+        if self._take("throttle_next", request.path):
+            return self.throttled_response(self.faults.retry_after_seconds)
+        if self._take("server_error_next", request.path):
+            return self.server_error_response()
+        response = self.route(request)
+        if self._take("drop_after_handling_next", request.path):
+            raise _Dropped
+        if self._take("malformed_next", request.path):
+            return Response(response.status, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
+        if self._take("truncated_next", request.path):
+            body = response.encoded()
+            return Response(response.status, body[: max(1, len(body) // 2)], response.headers)
+        return response
+
+    def throttled_response(self, retry_after: int) -> Response:
+        """The vendor's 429; subclasses override to use the vendor's own error envelope."""
+        return Response(429, {"message": "Too many requests"}, {"Retry-After": str(retry_after)})
+
+    def server_error_response(self) -> Response:
+        return Response(500, {"message": "Internal server error"})
+
+
+def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            request = Request(
+                method=self.command,
+                path=parts.path,
+                query=query,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                raw_path=self.path,
+            )
+            try:
+                response = sim._dispatch(request)
+            except _Dropped:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            payload = response.encoded()
+            self.send_response(response.status)
+            headers = {"Content-Type": "application/json", **response.headers}
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+    return Handler
