@@ -1,3 +1,12 @@
-"""Provider adapters. Importing this package registers every adapter."""
+"""Provider adapters, one module each. :func:`load_adapters` imports them, which registers them."""
 
-from batchbridge.providers import ivvy  # noqa: F401
+from __future__ import annotations
+
+import importlib
+
+ADAPTER_MODULES: tuple[str, ...] = ("ivvy",)
+
+
+def load_adapters() -> None:
+    for module in ADAPTER_MODULES:
+        importlib.import_module(f"batchbridge.providers.{module}")

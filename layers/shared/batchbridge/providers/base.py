@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from batchbridge.errors import CancelNotSupportedError, UnknownProviderError
 from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome
+from batchbridge.providers import load_adapters
 
 
 class Capabilities(BaseModel):
@@ -109,8 +110,7 @@ def register(cls: type[Provider]) -> type[Provider]:
 
 
 def provider_class(name: str) -> type[Provider]:
-    from batchbridge import providers  # noqa: F401  (imports every adapter, which registers itself)
-
+    load_adapters()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -119,6 +119,5 @@ def provider_class(name: str) -> type[Provider]:
 
 
 def all_capabilities() -> list[Capabilities]:
-    from batchbridge import providers  # noqa: F401
-
+    load_adapters()
     return [cls.capabilities for _, cls in sorted(_REGISTRY.items())]
