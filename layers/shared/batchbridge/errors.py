@@ -43,6 +43,17 @@ class ProviderResponseError(BatchBridgeError):
     code = "PROVIDER_BAD_RESPONSE"
 
 
+class ProviderNotReadyError(BatchBridgeError):
+    """The provider is up but not taking work now (e.g. a tenant in maintenance). The workflow waits
+    ``wait_seconds`` and asks again, within the batch deadline, instead of failing."""
+
+    code = "PROVIDER_NOT_READY"
+
+    def __init__(self, message: str, *, wait_seconds: float = 60.0) -> None:
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
+
+
 # --- terminal: the batch ends, with this error recorded --------------------------------------------
 class ProviderAuthError(BatchBridgeError):
     """Credentials were refused, even after one fresh authentication."""

@@ -104,11 +104,11 @@ class Connection(BaseModel):
     Credentials are ``SecretStr`` so they never print, log or serialise by accident.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str
     provider: str
-    base_url: str
+    base_url: str = Field(alias="baseUrl")
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
 

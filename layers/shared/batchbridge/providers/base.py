@@ -41,6 +41,12 @@ class Job(BaseModel):
     client_ref: str | None = Field(default=None, alias="clientRef", max_length=256)
 
 
+class NoOptions(BaseModel):
+    """A provider without per-batch options accepts none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ChunkInfo(BaseModel):
     """What a provider needs to know about the chunk it is asked to act on."""
 
@@ -73,6 +79,8 @@ class Provider(ABC):
 
     capabilities: ClassVar[Capabilities]
     job_model: ClassVar[type[Job]] = Job
+    # Per-batch options the client may send as "options" in POST /batches (validated there).
+    options_model: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, connection: Connection, client: httpx.Client) -> None:
         self.connection = connection
