@@ -1,0 +1,21 @@
+"""Workflow task: settle the terminal status and counts, join the results file, build the event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchbridge import engine
+from batchbridge.observability import logger, metrics, tracer
+from batchbridge.tasks import TaskInput
+
+
+@logger.inject_lambda_context(correlation_id_path="batchId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = TaskInput.model_validate(event)
+    message = engine.finalize_batch(task.batch_id, task.error)
+    metrics.add_metric(name=f"Batches{message['status'].title().replace('_', '')}", unit="Count", value=1)
+    return message

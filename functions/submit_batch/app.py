@@ -1,0 +1,19 @@
+"""Workflow task: submit the batch's pending chunks to the provider, each exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchbridge import engine
+from batchbridge.observability import logger, metrics, tracer
+from batchbridge.tasks import TaskInput, time_left
+
+
+@logger.inject_lambda_context(correlation_id_path="batchId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = TaskInput.model_validate(event)
+    return engine.submit_batch(task.batch_id, time_left(context)).dump()

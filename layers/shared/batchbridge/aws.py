@@ -1,0 +1,34 @@
+"""boto3 clients, built lazily once per container and injectable for tests."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20)
+
+
+@lru_cache(maxsize=None)
+def client(service: str) -> Any:
+    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+
+
+_local = threading.local()
+
+
+def table(name: str) -> Any:
+    """A DynamoDB Table resource; one per thread, as boto3 resources are not thread-safe."""
+    tables: dict[str, Any] = _local.__dict__.setdefault("tables", {})
+    if name not in tables:
+        tables[name] = boto3.resource("dynamodb", config=_CONFIG).Table(name)
+    return tables[name]
+
+
+def reset() -> None:
+    """Forget cached clients (tests and the local runtime call this between stacks)."""
+    client.cache_clear()
+    _local.__dict__.pop("tables", None)

@@ -1,0 +1,50 @@
+"""Environment settings, described by a model and validated once per container.
+
+Code never reads ``os.environ`` directly: it calls :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    table_name: str = Field(min_length=1)
+    bucket_name: str = Field(min_length=1)
+    topic_arn: str = ""
+    state_machine_arn: str = ""
+    connection_secret_prefix: str = "batchbridge/connections/"
+    event_source: str = "urn:batchbridge"
+    # Multiplies every computed wait; the local runtime shrinks real-world intervals to seconds.
+    poll_time_scale: float = Field(default=1.0, gt=0, le=1.0)
+    max_body_bytes: int = 5 * 1024 * 1024
+    outcome_ttl_days: int = 90
+    results_url_seconds: int = 900
+    callback_base_url: str = ""
+
+    @classmethod
+    def from_environ(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        mapping = {
+            "table_name": "TABLE_NAME",
+            "bucket_name": "BUCKET_NAME",
+            "topic_arn": "TOPIC_ARN",
+            "state_machine_arn": "STATE_MACHINE_ARN",
+            "connection_secret_prefix": "CONNECTION_SECRET_PREFIX",
+            "event_source": "EVENT_SOURCE",
+            "poll_time_scale": "POLL_TIME_SCALE",
+            "max_body_bytes": "MAX_BODY_BYTES",
+            "outcome_ttl_days": "OUTCOME_TTL_DAYS",
+            "results_url_seconds": "RESULTS_URL_SECONDS",
+            "callback_base_url": "CALLBACK_BASE_URL",
+        }
+        values = {field: env[var] for field, var in mapping.items() if env.get(var)}
+        return cls.model_validate(values)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_environ()

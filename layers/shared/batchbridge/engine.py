@@ -1,0 +1,561 @@
+"""The workflow's task logic: submit, check, collect, finalize.
+
+Each function does a bounded amount of work and returns a small result telling the state machine what
+to do next; all waiting happens in the state machine. Functions are idempotent under the workflow's
+retries: progress lives in the chunk items, and every state change is a conditional write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+
+from batchbridge import errors, polling
+from batchbridge.config import get_settings
+from batchbridge.connections import build_provider, load_connection
+from batchbridge.models import (
+    BatchStatus,
+    ChunkState,
+    Counts,
+    ErrorInfo,
+    Outcome,
+    OutcomeKind,
+)
+from batchbridge.observability import logger
+from batchbridge.providers.base import ChunkInfo, Provider, StatusReport
+from batchbridge.store import Store, chunk_jobs_key, chunk_outcomes_key, now_iso, request_key, results_key
+
+TimeLeft = Callable[[], float]
+# Stop starting new work when less than this many seconds of the invocation remain.
+SAFETY_MARGIN_SECONDS = 10.0
+UNFINISHED = (ChunkState.PENDING, ChunkState.SUBMITTING, ChunkState.RUNNING)
+DONE = (ChunkState.COLLECTED, ChunkState.ABANDONED)
+
+
+class Step(BaseModel):
+    """What every looping task returns; the state machine reads only these fields."""
+
+    remaining: int = 0  # units of work left for this task (chunks)
+    wait_seconds: int = Field(default=0, alias="waitSeconds")
+    done: bool = False
+    poll_count: int = Field(default=0, alias="pollCount")
+
+    model_config = {"populate_by_name": True}
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
+
+
+class Failure(BaseModel):
+    """The error a state machine ``Catch`` hands on: ``{"Error": name, "Cause": text}``."""
+
+    error: str = Field(alias="Error")
+    cause: str = Field(default="", alias="Cause")
+
+    def info(self) -> ErrorInfo:
+        message = self.cause
+        try:
+            parsed = json.loads(self.cause)
+            if isinstance(parsed, dict) and parsed.get("errorMessage"):
+                message = str(parsed["errorMessage"])
+        except (json.JSONDecodeError, TypeError):
+            pass
+        cls = getattr(errors, self.error, None)
+        code = cls.code if isinstance(cls, type) and issubclass(cls, errors.BatchBridgeError) else self.error
+        return ErrorInfo(code=code, message=(message or self.error)[:1000])
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def _epoch() -> float:
+    return time.time()
+
+
+def _chunk_info(batch: dict[str, Any], chunk: dict[str, Any]) -> ChunkInfo:
+    return ChunkInfo(
+        batch_id=batch["batchId"],
+        index=chunk["index"],
+        first_job_index=chunk["firstJob"],
+        provider_ref=chunk.get("providerRef"),
+        callback_url=batch.get("callbackUrl"),
+        options=batch.get("options") or {},
+    )
+
+
+def _provider_for(batch: dict[str, Any]) -> Provider:
+    return build_provider(load_connection(batch["connection"]))
+
+
+def _ceil_seconds(value: float) -> int:
+    return max(1, math.ceil(value))
+
+
+# --- submit ---------------------------------------------------------------------------------------
+def prepare(store: Store, batch: dict[str, Any], provider: Provider) -> list[dict[str, Any]]:
+    """Split the stored request into chunk files and chunk items, once."""
+    chunks = store.list_chunks(batch["batchId"])
+    if len(chunks) == batch["chunkCount"]:
+        return sorted(chunks, key=lambda c: c["index"])
+    request = store.get_json(request_key(batch["batchId"]))
+    jobs = request["jobs"]
+    size = provider.capabilities.max_jobs_per_submit
+    for index, first in enumerate(range(0, len(jobs), size)):
+        part = jobs[first : first + size]
+        store.put_json(chunk_jobs_key(batch["batchId"], index), part)
+        store.put_chunk(
+            batch["batchId"],
+            {"index": index, "firstJob": first, "jobCount": len(part), "state": ChunkState.PENDING.value},
+        )
+    return sorted(store.list_chunks(batch["batchId"]), key=lambda c: c["index"])
+
+
+def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) -> Step:
+    store = store or Store()
+    batch = store.get_batch(batch_id)
+    if BatchStatus(batch["status"]).is_terminal:
+        return Step(done=True)
+    provider = _provider_for(batch)
+    chunks = prepare(store, batch, provider)
+    if batch["status"] == BatchStatus.ACCEPTED:
+        batch = store.update_batch(batch_id, set_={"status": BatchStatus.SUBMITTING.value})
+
+    stuck = [c["index"] for c in chunks if c["state"] == ChunkState.SUBMITTING]
+    if stuck:
+        raise errors.AmbiguousSubmitError(
+            f"chunk(s) {stuck} of batch {batch_id} were being submitted when an earlier attempt stopped; "
+            "the provider may have accepted them, so they are not sent again"
+        )
+
+    pending = [c for c in chunks if c["state"] == ChunkState.PENDING]
+    not_ready_wait = 0.0
+    for chunk in pending:
+        if time_left() < SAFETY_MARGIN_SECONDS:
+            break
+        wait = _submit_chunk(store, batch, provider, chunk)
+        if wait:
+            not_ready_wait = wait
+            break
+
+    remaining = sum(1 for c in store.list_chunks(batch_id) if c["state"] == ChunkState.PENDING)
+    if remaining:
+        scaled = not_ready_wait * get_settings().poll_time_scale
+        return Step(remaining=remaining, wait_seconds=_ceil_seconds(scaled) if not_ready_wait else 0)
+    store.update_batch(
+        batch_id,
+        set_={"status": BatchStatus.RUNNING.value, "submittedAt": now_iso()},
+        only_if_not_terminal=True,
+    )
+    first_wait, state = polling.next_wait(
+        state=polling.PollState(),
+        elapsed=0.0,
+        remaining=batch["deadlineAt"] - _epoch(),
+        progress=None,
+        retry_after=None,
+        bounds=_bounds(batch, provider),
+        seed=batch_id,
+    )
+    store.update_batch(batch_id, set_={"pollState": state.model_dump()})
+    return Step(wait_seconds=_scaled_wait(first_wait, batch))
+
+
+def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk: dict[str, Any]) -> float:
+    """Submit one chunk exactly once. Returns a wait in seconds when the provider is not ready."""
+    batch_id, index = batch["batchId"], chunk["index"]
+    if not store.update_chunk(
+        batch_id, index, {"state": ChunkState.SUBMITTING.value, "claimedAt": now_iso()},
+        expect_state=ChunkState.PENDING,
+    ):
+        return 0.0  # another attempt owns it
+    jobs = store.get_json(chunk_jobs_key(batch_id, index))
+    info = _chunk_info(batch, chunk)
+    try:
+        ref = provider.submit(info, jobs)
+    except (errors.ProviderThrottledError, errors.ProviderUnavailableError) as exc:
+        # The provider answered "not accepted" (or was never reached): safe to send again later.
+        store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
+        raise exc
+    except errors.ProviderNotReadyError as exc:
+        store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
+        logger.info("provider not ready", extra={"chunk": index, "wait": exc.wait_seconds})
+        return exc.wait_seconds
+    except errors.BatchRejectedError as exc:
+        error = ErrorInfo(code=exc.code, message=exc.message)
+        logger.warning("chunk rejected", extra={"chunk": index, "code": exc.code})
+        store.update_chunk(
+            batch_id, index,
+            {"state": ChunkState.FAILED.value, "error": error.model_dump(), "finishedAt": now_iso()},
+        )
+        store.update_batch(batch_id, set_={"error": error.model_dump()})
+        return 0.0
+    except (httpx.TransportError, errors.ProviderResponseError) as exc:
+        # The request went out and no usable answer came back: it may have been accepted.
+        raise errors.AmbiguousSubmitError(
+            f"chunk {index} of batch {batch_id}: the provider's answer to the submit was lost "
+            f"({type(exc).__name__}); it may have been accepted, so it is not sent again"
+        ) from exc
+    store.update_chunk(
+        batch_id, index,
+        {"state": ChunkState.RUNNING.value, "providerRef": ref, "submittedAt": now_iso()},
+        expect_state=ChunkState.SUBMITTING,
+    )
+    store.update_batch(batch_id, add={"submissions": 1})
+    return 0.0
+
+
+# --- check ------------------------------------------------------------------------------------------
+def _bounds(batch: dict[str, Any], provider: Provider) -> polling.PollBounds:
+    caps = provider.capabilities
+    override = (batch.get("options") or {}).get("pollIntervalSeconds")
+    low = max(caps.min_poll_seconds, float(override)) if override else caps.min_poll_seconds
+    return polling.PollBounds(min_seconds=min(low, caps.max_poll_seconds), max_seconds=caps.max_poll_seconds)
+
+
+def _scaled_wait(seconds: float, batch: dict[str, Any]) -> int:
+    """Apply the time scale, and never wait past the deadline by more than the one second Wait allows."""
+    scaled = seconds * get_settings().poll_time_scale
+    to_deadline = batch["deadlineAt"] - _epoch()
+    return _ceil_seconds(min(scaled, max(to_deadline, 0.0) + 1.0))
+
+
+def check_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) -> Step:
+    store = store or Store()
+    batch = store.get_batch(batch_id)
+    poll_count = int(batch.get("pollCount", 0))
+    if BatchStatus(batch["status"]).is_terminal or batch.get("cancelRequested"):
+        return Step(done=True, poll_count=poll_count)
+    if _epoch() >= batch["deadlineAt"]:
+        store.update_batch(batch_id, set_={"deadlineReached": True})
+        logger.info("deadline reached", extra={"polls": poll_count})
+        return Step(done=True, poll_count=poll_count)
+
+    provider = _provider_for(batch)
+    chunks = store.list_chunks(batch_id)
+    running = [c for c in chunks if c["state"] == ChunkState.RUNNING]
+    reports = _check_chunks(batch, provider, running, time_left)
+
+    retry_after: float | None = None
+    transient: errors.BatchBridgeError | None = None
+    wait_hint: float | None = None
+    for chunk, result in zip(running, reports, strict=True):
+        if isinstance(result, errors.ProviderThrottledError):
+            retry_after = max(retry_after or 0.0, result.retry_after or 0.0)
+            transient = transient or result
+            continue
+        if isinstance(result, errors.RETRYABLE_ERRORS):
+            transient = transient or result
+            continue
+        if isinstance(result, BaseException):
+            raise result  # fail closed: unknown status, auth, expired
+        if result is None:
+            continue  # not checked this round (time budget)
+        chunk["progress"] = result.progress
+        if result.wait_hint_seconds:
+            wait_hint = max(wait_hint or 0.0, result.wait_hint_seconds)
+        update: dict[str, Any] = {"providerStatus": result.provider_status, "progress": result.progress}
+        if result.state is not ChunkState.RUNNING:
+            chunk["state"] = result.state.value
+            update |= {"state": result.state.value, "finishedAt": now_iso(), "report": result.model_dump(mode="json")}
+            if result.error:
+                update["error"] = result.error.model_dump()
+        store.update_chunk(batch_id, chunk["index"], update)
+
+    checked_any = any(isinstance(r, StatusReport) for r in reports)
+    if running and not checked_any and transient is not None and retry_after is None:
+        raise transient  # nothing could be checked: let the workflow's Retry back off
+
+    still_running = [c for c in chunks if c["state"] == ChunkState.RUNNING]
+    progress = _overall_progress(chunks)
+    poll_count += 1
+    if not still_running:
+        store.update_batch(batch_id, set_={"progress": 100.0}, add={"pollCount": 1})
+        return Step(done=True, poll_count=poll_count)
+
+    state = polling.PollState.model_validate(batch.get("pollState") or {})
+    started = _parse_time(batch.get("submittedAt") or batch["createdAt"])
+    wait, state = polling.next_wait(
+        state=state,
+        elapsed=_epoch() - started,
+        remaining=batch["deadlineAt"] - _epoch(),
+        progress=progress,
+        retry_after=retry_after,
+        bounds=_bounds(batch, provider),
+        seed=batch_id,
+    )
+    if wait_hint:
+        wait = max(wait, min(wait_hint, batch["deadlineAt"] - _epoch()))
+    store.update_batch(
+        batch_id,
+        set_={"progress": progress, "pollState": state.model_dump(), "status": BatchStatus.RUNNING.value},
+        add={"pollCount": 1},
+        only_if_not_terminal=True,
+    )
+    return Step(wait_seconds=_scaled_wait(wait, batch), poll_count=poll_count)
+
+
+def _check_chunks(
+    batch: dict[str, Any], provider: Provider, running: Sequence[dict[str, Any]], time_left: TimeLeft
+) -> list[StatusReport | BaseException | None]:
+    def one(chunk: dict[str, Any]) -> StatusReport | BaseException | None:
+        if time_left() < SAFETY_MARGIN_SECONDS:
+            return None
+        try:
+            return provider.check(_chunk_info(batch, chunk))
+        except errors.BatchBridgeError as exc:
+            return exc
+
+    workers = max(1, min(provider.capabilities.max_concurrency, len(running)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, running))
+
+
+def _overall_progress(chunks: Sequence[dict[str, Any]]) -> float | None:
+    """Job-weighted percent complete; None while no running chunk reports progress."""
+    total = sum(c["jobCount"] for c in chunks) or 1
+    done = 0.0
+    known = False
+    for c in chunks:
+        if c["state"] == ChunkState.RUNNING:
+            if c.get("progress") is not None:
+                known = True
+                done += c["jobCount"] * float(c["progress"]) / 100.0
+        else:
+            done += c["jobCount"]
+    return round(100.0 * done / total, 2) if known else None
+
+
+def _parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+# --- collect ----------------------------------------------------------------------------------------
+def collect_batch(
+    batch_id: str, failure: Failure | None, time_left: TimeLeft, store: Store | None = None
+) -> Step:
+    store = store or Store()
+    batch = store.get_batch(batch_id)
+    if not BatchStatus(batch["status"]).is_terminal:
+        store.update_batch(batch_id, set_={"status": BatchStatus.COLLECTING.value})
+    chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
+    reason = _abandon_reason(batch, failure)
+    provider: Provider | None = None
+    for chunk in chunks:
+        if chunk["state"] in DONE:
+            continue
+        if time_left() < SAFETY_MARGIN_SECONDS:
+            break
+        if chunk["state"] in (ChunkState.COMPLETED, ChunkState.FAILED) and chunk.get("providerRef"):
+            provider = provider or _provider_for(batch)
+            _collect_chunk(store, batch, provider, chunk)
+        elif chunk["state"] == ChunkState.FAILED:  # refused at submit: every job failed with that error
+            error = ErrorInfo.model_validate(chunk["error"])
+            _write_chunk(store, batch, chunk, ChunkState.COLLECTED, _uniform(store, batch, chunk, OutcomeKind.FAILED, error))
+        else:
+            if chunk["state"] == ChunkState.RUNNING:
+                provider = provider or _try_provider(batch)
+                _cancel_quietly(provider, batch, chunk)
+            error = ErrorInfo(code=reason[0], message=reason[1])
+            _write_chunk(
+                store, batch, chunk, ChunkState.ABANDONED,
+                _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, error),
+            )
+    left = sum(1 for c in store.list_chunks(batch_id) if c["state"] not in DONE)
+    return Step(remaining=left, done=left == 0)
+
+
+def _abandon_reason(batch: dict[str, Any], failure: Failure | None) -> tuple[str, str]:
+    if batch.get("cancelRequested") or batch["status"] == BatchStatus.CANCELLED:
+        return "CANCELLED", "the batch was cancelled before this job finished"
+    if failure is not None:
+        info = failure.info()
+        return info.code, f"the batch stopped before this job finished: {info.message}"
+    if batch.get("deadlineReached"):
+        return "DEADLINE_EXCEEDED", "the batch deadline passed before the provider finished this job"
+    return "NOT_PROCESSED", "the provider did not process this job"
+
+
+def _try_provider(batch: dict[str, Any]) -> Provider | None:
+    try:
+        return _provider_for(batch)
+    except errors.BatchBridgeError:
+        return None
+
+
+def _cancel_quietly(provider: Provider | None, batch: dict[str, Any], chunk: dict[str, Any]) -> None:
+    if provider is None or not provider.capabilities.supports_cancel:
+        return
+    try:
+        provider.cancel(_chunk_info(batch, chunk))
+    except errors.BatchBridgeError as exc:
+        logger.warning("cancel at provider failed", extra={"chunk": chunk["index"], "code": exc.code})
+
+
+def _uniform(
+    store: Store, batch: dict[str, Any], chunk: dict[str, Any], kind: OutcomeKind, error: ErrorInfo
+) -> Iterator[Outcome]:
+    jobs = store.get_json(chunk_jobs_key(batch["batchId"], chunk["index"]))
+    for i, job in enumerate(jobs):
+        yield Outcome(index=chunk["firstJob"] + i, client_ref=job.get("clientRef"), outcome=kind, error=error)
+
+
+def _collect_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk: dict[str, Any]) -> None:
+    jobs = store.get_json(chunk_jobs_key(batch["batchId"], chunk["index"]))
+    report = StatusReport.model_validate(chunk["report"]) if chunk.get("report") else None
+    try:
+        outcomes = list_exactly_once(
+            provider.collect(_chunk_info(batch, chunk), jobs, report), chunk["firstJob"], jobs
+        )
+        _write_chunk(store, batch, chunk, ChunkState.COLLECTED, outcomes)
+    except errors.ResultsExpiredError as exc:
+        error = ErrorInfo(code=exc.code, message=exc.message)
+        _write_chunk(
+            store, batch, chunk, ChunkState.ABANDONED,
+            _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, error),
+        )
+
+
+def list_exactly_once(outcomes: Iterable[Outcome], first: int, jobs: Sequence[dict[str, Any]]) -> Iterator[Outcome]:
+    """Guard the one-outcome-per-job promise whatever an adapter yields: drop strays and repeats, fill gaps."""
+    expected = first
+    end = first + len(jobs)
+    for outcome in outcomes:
+        if outcome.index != expected or outcome.index >= end:
+            if expected <= outcome.index < end:
+                yield from _gap(expected, outcome.index, first, jobs)
+                expected = outcome.index
+            else:
+                logger.warning("adapter yielded an unexpected outcome", extra={"index": outcome.index})
+                continue
+        yield outcome
+        expected += 1
+    yield from _gap(expected, end, first, jobs)
+
+
+def _gap(start: int, stop: int, first: int, jobs: Sequence[dict[str, Any]]) -> Iterator[Outcome]:
+    for index in range(start, stop):
+        yield Outcome(
+            index=index,
+            client_ref=jobs[index - first].get("clientRef"),
+            outcome=OutcomeKind.NOT_PROCESSED,
+            error=ErrorInfo(code="NO_RESULT", message="the provider returned no result for this job"),
+        )
+
+
+def _write_chunk(
+    store: Store, batch: dict[str, Any], chunk: dict[str, Any], state: ChunkState, outcomes: Iterable[Outcome]
+) -> None:
+    counts = Counts()
+
+    def records() -> Iterator[dict[str, Any]]:
+        for outcome in outcomes:
+            counts.add(outcome.outcome)
+            yield outcome.to_record()
+
+    batch_id = batch["batchId"]
+    # One pass over the outcomes feeds both sinks: rows are buffered by the batch writer (25 at a time)
+    # while lines spool to a temporary file, so memory stays flat whatever the chunk size.
+    store.put_lines(chunk_outcomes_key(batch_id, chunk["index"]), _tee_rows(store, batch_id, records()))
+    store.update_chunk(
+        batch_id, chunk["index"],
+        {"state": state.value, "counts": counts.model_dump(by_alias=True), "collectedAt": now_iso()},
+    )
+
+
+def _tee_rows(store: Store, batch_id: str, records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    buffer: list[dict[str, Any]] = []
+    for record in records:
+        buffer.append(record)
+        if len(buffer) >= 500:
+            store.write_outcome_rows(batch_id, buffer)
+            buffer = []
+        yield record
+    if buffer:
+        store.write_outcome_rows(batch_id, buffer)
+
+
+# --- finalize ---------------------------------------------------------------------------------------
+def finalize_batch(batch_id: str, failure: Failure | None, store: Store | None = None) -> dict[str, Any]:
+    from batchbridge.events import sns_message
+
+    store = store or Store()
+    batch = store.get_batch(batch_id)
+    if BatchStatus(batch["status"]).is_terminal and batch.get("finishedAt"):
+        return sns_message(batch)  # a retry after success: same event again
+
+    chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
+    leftover = [c for c in chunks if c["state"] not in DONE]
+    if leftover:  # collect could not finish: every job still gets exactly one outcome
+        code, message = _abandon_reason(batch, failure)
+        for chunk in leftover:
+            _write_chunk(
+                store, batch, chunk, ChunkState.ABANDONED,
+                _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, ErrorInfo(code=code, message=message)),
+            )
+        chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
+
+    counts = Counts()
+    for chunk in chunks:
+        part = Counts.model_validate(chunk.get("counts") or {})
+        counts.succeeded += part.succeeded
+        counts.failed += part.failed
+        counts.not_processed += part.not_processed
+        counts.total += part.total
+    if chunks:
+        store.concat_objects((chunk_outcomes_key(batch_id, c["index"]) for c in chunks), results_key(batch_id))
+    else:
+        store.put_lines(results_key(batch_id), [])
+
+    status, error = _final_status(batch, failure, counts)
+    finished = now_iso()
+    duration = round(_parse_time(finished) - _parse_time(batch["createdAt"]), 3)
+    polls = int(batch.get("pollCount", 0))
+    values: dict[str, Any] = {
+        "status": status.value,
+        "counts": counts.model_dump(by_alias=True),
+        "resultsKey": results_key(batch_id),
+        "finishedAt": finished,
+        "durationSeconds": duration,
+        "estimatedCostUsd": polling.estimated_cost_usd(estimated_transitions(polls, len(chunks))),
+    }
+    if error is not None:
+        values["error"] = error.model_dump()
+    try:
+        batch = store.update_batch(batch_id, set_=values, only_if_not_terminal=True)
+    except errors.InvalidStateError:
+        batch = store.get_batch(batch_id)  # cancelled meanwhile: its own status stands
+    logger.info("batch finished", extra={"status": batch["status"], "counts": batch.get("counts")})
+    return sns_message(batch)
+
+
+def _final_status(
+    batch: dict[str, Any], failure: Failure | None, counts: Counts
+) -> tuple[BatchStatus, ErrorInfo | None]:
+    recorded = ErrorInfo.model_validate(batch["error"]) if batch.get("error") else None
+    if batch.get("cancelRequested"):
+        return BatchStatus.CANCELLED, recorded
+    if failure is not None:
+        info = failure.info()
+        if failure.error == errors.AmbiguousSubmitError.__name__:
+            return BatchStatus.NEEDS_ATTENTION, info
+        return BatchStatus.FAILED, info
+    if batch.get("deadlineReached"):
+        return BatchStatus.TIMED_OUT, ErrorInfo(
+            code="DEADLINE_EXCEEDED", message="the batch deadline passed before the provider finished"
+        )
+    if counts.total and counts.succeeded == counts.total:
+        return BatchStatus.SUCCEEDED, None
+    if counts.succeeded == 0:
+        return BatchStatus.FAILED, recorded or ErrorInfo(code="ALL_JOBS_FAILED", message="no job succeeded")
+    return BatchStatus.PARTIALLY_SUCCEEDED, recorded
+
+
+def estimated_transitions(polls: int, chunks: int) -> int:
+    """State transitions one execution used, from the shape of the state machine (see polling.py)."""
+    submit_rounds = max(1, chunks)  # at worst one Submit + Choice per chunk
+    return 2 * submit_rounds + polling.TRANSITIONS_PER_POLL * polls + 2 * max(1, chunks) + 4

@@ -1,0 +1,473 @@
+"""The local runtime: the real template, state machine and handlers on moto, in one process.
+
+moto provides S3, DynamoDB, SNS, SQS, Secrets Manager and Step Functions, and executes the real ASL.
+When the workflow invokes a Lambda task, moto's Lambda backend is routed to the real handler module
+in-process, and a handler that raises answers as Lambda does (``x-amz-function-error`` with
+``{errorType, errorMessage}``), so the state machine's ``Retry`` and ``Catch`` see typed errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+from moto import mock_aws
+from moto.awslambda.models import LambdaFunction
+
+from batchbridge_local import template as tpl
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PREFIX = "batchbridge-local"
+TERMINAL = {"SUCCEEDED", "PARTIALLY_SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "NEEDS_ATTENTION"}
+
+# Environment the local stack adds to every function, on top of the template's.
+LOCAL_ENV = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_DEV": "false",
+    # Real-world poll intervals (minutes) become seconds locally.
+    "POLL_TIME_SCALE": "0.01",
+}
+
+
+@dataclass
+class FakeContext:
+    """The parts of the Lambda context the handlers use."""
+
+    function_name: str
+    timeout_seconds: float
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+
+    def __post_init__(self) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class LocalFunction:
+    logical_id: str
+    name: str
+    code_dir: Path
+    handler: str
+    timeout: float
+    environment: dict[str, str]
+    _module: ModuleType | None = None
+
+    def load(self) -> Callable[[Any, Any], Any]:
+        if self._module is None:
+            module_file, _, attr = self.handler.rpartition(".")
+            path = self.code_dir / f"{module_file}.py"
+            spec = importlib.util.spec_from_file_location(f"batchbridge_fn_{self.code_dir.name}", path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self._module = module
+        return getattr(self._module, self.handler.rpartition(".")[2])
+
+    def invoke(self, event: Any) -> Any:
+        return self.load()(event, FakeContext(self.name, self.timeout))
+
+
+class LocalStack:
+    """Build the stack from ``template.yaml`` inside ``mock_aws`` and run it.
+
+    >>> with LocalStack() as stack:                                    # doctest: +SKIP
+    ...     stack.add_connection("ivvy-demo", "ivvy", sim.base_url, {"apiKey": "k", "apiSecret": "s"})
+    ...     status, body = stack.api("POST", "/batches", {...})
+    """
+
+    def __init__(self, *, env: dict[str, str] | None = None, template_path: Path = tpl.TEMPLATE) -> None:
+        self.template = tpl.load(template_path)
+        self.extra_env = {**LOCAL_ENV, **(env or {})}
+        self.functions: dict[str, LocalFunction] = {}
+        self._mock: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._original_invoke: Any = None
+        self.queue_url = ""
+        self._received: list[dict[str, Any]] = []
+        self._received_lock = threading.Lock()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fake credentials
+            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        }.items():
+            self._set_env(key, value)
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        self._mock.start()
+        self._route_lambda()
+        resources = self.template["Resources"]
+        names = self._names(resources)
+        resolver = tpl.Resolver(*names, pseudo=self._pseudo())
+        self._create_storage(resources, resolver)
+        self._create_functions(resources, resolver)
+        self._create_state_machine(resources, resolver)
+        self._reset_package_caches()
+        return self
+
+    def stop(self) -> None:
+        if self._original_invoke is not None:
+            LambdaFunction.invoke = self._original_invoke
+            self._original_invoke = None
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+        self._reset_package_caches()
+
+    def _set_env(self, key: str, value: str) -> None:
+        if key not in self._saved_env:
+            self._saved_env[key] = os.environ.get(key)
+        os.environ[key] = value
+
+    @staticmethod
+    def _reset_package_caches() -> None:
+        from batchbridge import aws, connections
+        from batchbridge.config import get_settings
+
+        aws.reset()
+        connections.clear_cache()
+        get_settings.cache_clear()
+
+    # --- resources --------------------------------------------------------------------------------
+    def _pseudo(self) -> dict[str, str]:
+        params = {k: str(v.get("Default", "")) for k, v in self.template.get("Parameters", {}).items()}
+        return {
+            **params,
+            "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+            "AWS::StackName": PREFIX, "AWS::URLSuffix": "amazonaws.com",
+        }
+
+    def _names(self, resources: dict[str, Any]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+        refs: dict[str, str] = {}
+        attrs: dict[tuple[str, str], str] = {}
+        for logical_id, resource in resources.items():
+            kind = resource["Type"]
+            name = f"{PREFIX}-{logical_id}".lower() if kind == "AWS::S3::Bucket" else f"{PREFIX}-{logical_id}"
+            if kind == "AWS::DynamoDB::Table":
+                refs[logical_id] = name
+                attrs[(logical_id, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+            elif kind == "AWS::S3::Bucket":
+                refs[logical_id] = name
+                attrs[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
+            elif kind == "AWS::SNS::Topic":
+                refs[logical_id] = f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}"
+                attrs[(logical_id, "TopicName")] = name
+            elif kind == "AWS::Serverless::Function":
+                refs[logical_id] = name
+                attrs[(logical_id, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+            elif kind == "AWS::Serverless::StateMachine":
+                refs[logical_id] = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
+                attrs[(logical_id, "Name")] = name
+            else:
+                refs[logical_id] = name
+                attrs[(logical_id, "Arn")] = f"arn:aws:local:{REGION}:{ACCOUNT}:{name}"
+        self.names = refs
+        return refs, attrs
+
+    def _create_storage(self, resources: dict[str, Any], resolve: tpl.Resolver) -> None:
+        for logical_id, resource in resources.items():
+            props = resource.get("Properties", {})
+            if resource["Type"] == "AWS::DynamoDB::Table":
+                ddb = boto3.client("dynamodb", region_name=REGION)
+                ddb.create_table(
+                    TableName=self.names[logical_id],
+                    KeySchema=props["KeySchema"],
+                    AttributeDefinitions=props["AttributeDefinitions"],
+                    BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+                )
+                if ttl := props.get("TimeToLiveSpecification"):
+                    ddb.update_time_to_live(TableName=self.names[logical_id], TimeToLiveSpecification=ttl)
+                self.table_name = self.names[logical_id]
+            elif resource["Type"] == "AWS::S3::Bucket":
+                boto3.client("s3", region_name=REGION).create_bucket(Bucket=self.names[logical_id])
+                self.bucket_name = self.names[logical_id]
+            elif resource["Type"] == "AWS::SNS::Topic":
+                sns = boto3.client("sns", region_name=REGION)
+                self.topic_arn = sns.create_topic(Name=resolve({"Fn::GetAtt": [logical_id, "TopicName"]}))[
+                    "TopicArn"
+                ]
+                sqs = boto3.client("sqs", region_name=REGION)
+                self.queue_url = sqs.create_queue(QueueName=f"{PREFIX}-subscriber")["QueueUrl"]
+                queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+                    "Attributes"
+                ]["QueueArn"]
+                sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def _create_functions(self, resources: dict[str, Any], resolve: tpl.Resolver) -> None:
+        glob = self.template.get("Globals", {}).get("Function", {})
+        base_env = resolve(glob.get("Environment", {}).get("Variables", {}))
+        iam = boto3.client("iam", region_name=REGION)
+        role = iam.create_role(RoleName=f"{PREFIX}-lambda", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        zipped = io.BytesIO()
+        with zipfile.ZipFile(zipped, "w") as archive:
+            archive.writestr("app.py", "# routed to the real handler by the local runtime\n")
+        lam = boto3.client("lambda", region_name=REGION)
+        merged: dict[str, str] = {}
+        for logical_id, resource in resources.items():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            props = resource["Properties"]
+            env = {**base_env, **resolve(props.get("Environment", {}).get("Variables", {}))}
+            env = {k: str(v) for k, v in env.items()}
+            fn = LocalFunction(
+                logical_id=logical_id,
+                name=self.names[logical_id],
+                code_dir=tpl.ROOT / props["CodeUri"],
+                handler=props.get("Handler", glob.get("Handler", "app.lambda_handler")),
+                timeout=float(props.get("Timeout", glob.get("Timeout", 3))),
+                environment=env,
+            )
+            self.functions[logical_id] = fn
+            lam.create_function(
+                FunctionName=fn.name, Runtime=glob.get("Runtime", "python3.13"), Role=role,
+                Handler=fn.handler, Code={"ZipFile": zipped.getvalue()}, Timeout=int(fn.timeout),
+            )
+            for key, value in env.items():
+                if key in merged and merged[key] != value:
+                    raise RuntimeError(
+                        f"functions disagree on {key}; the in-process runtime shares one environment"
+                    )
+                merged[key] = value
+        # All handlers run in this process: they share one environment, checked consistent above.
+        for key, value in {**merged, **self.extra_env}.items():
+            self._set_env(key, value)
+
+    def _create_state_machine(self, resources: dict[str, Any], resolve: tpl.Resolver) -> None:
+        for logical_id, resource in resources.items():
+            if resource["Type"] != "AWS::Serverless::StateMachine":
+                continue
+            props = resource["Properties"]
+            text = (tpl.ROOT / props["DefinitionUri"]).read_text()
+            for key, value in resolve(props.get("DefinitionSubstitutions", {})).items():
+                text = text.replace("${" + key + "}", str(value))
+            json.loads(text)  # the substituted definition must be valid JSON, as in AWS
+            self.definition = text
+            sfn = boto3.client("stepfunctions", region_name=REGION)
+            self.state_machine_arn = sfn.create_state_machine(
+                name=resolve({"Fn::GetAtt": [logical_id, "Name"]}),
+                definition=text,
+                roleArn=f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-states",
+                type=props.get("Type", "STANDARD"),
+            )["stateMachineArn"]
+
+    # --- Lambda routing ---------------------------------------------------------------------------
+    def _route_lambda(self) -> None:
+        stack = self
+        self._original_invoke = LambdaFunction.invoke
+
+        def invoke(fn: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> bytes:
+            local = next((f for f in stack.functions.values() if f.name == fn.function_name), None)
+            if local is None:
+                raise RuntimeError(f"no local handler for {fn.function_name}")
+            event = json.loads(body) if body else {}
+            try:
+                result = local.invoke(event)
+            except Exception as exc:  # answer as Lambda does for an unhandled error
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps({
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exception(exc)[-5:],
+                }).encode()
+            return json.dumps(result).encode()
+
+        LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+    # --- using the stack --------------------------------------------------------------------------
+    def add_connection(
+        self,
+        name: str,
+        provider: str,
+        base_url: str,
+        credentials: dict[str, str],
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        secret = {"provider": provider, "baseUrl": base_url, "credentials": credentials, "settings": settings or {}}
+        client = boto3.client("secretsmanager", region_name=REGION)
+        secret_id = os.environ["CONNECTION_SECRET_PREFIX"] + name
+        try:
+            client.create_secret(Name=secret_id, SecretString=json.dumps(secret))
+        except client.exceptions.ResourceExistsException:
+            client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
+        from batchbridge import connections
+
+        connections.clear_cache()
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        raw_body: str | None = None,
+    ) -> tuple[int, Any]:
+        """Call the api function with an API Gateway (REST, proxy) event, as the deployed API would."""
+        text = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
+        resource, params = _match_route(path)
+        event = {
+            "resource": resource,
+            "path": path,
+            "httpMethod": method,
+            "headers": {"Content-Type": "application/json", **(headers or {})},
+            "multiValueHeaders": {},
+            "queryStringParameters": query or None,
+            "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
+            "pathParameters": params or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourcePath": resource, "httpMethod": method, "path": f"/v1{path}", "stage": "v1",
+                "requestId": str(uuid.uuid4()), "identity": {"sourceIp": "127.0.0.1"},
+                "accountId": ACCOUNT, "apiId": "local",
+            },
+            "body": text,
+            "isBase64Encoded": False,
+        }
+        response = self.functions["ApiFunction"].invoke(event)
+        payload = response.get("body")
+        if response.get("isBase64Encoded"):
+            payload = base64.b64decode(payload).decode()
+        return response["statusCode"], json.loads(payload) if payload else None
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        status, body = self.api("GET", f"/batches/{batch_id}")
+        if status != 200:
+            raise RuntimeError(f"GET /batches/{batch_id} answered {status}: {body}")
+        return body
+
+    def wait_for_batch(
+        self, batch_id: str, timeout: float = 120.0, on_poll: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Poll the API until the batch's execution has ended; returns the final batch view."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{batch_id}"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            view = self.batch(batch_id)
+            if on_poll:
+                on_poll(view)
+            execution = sfn.describe_execution(executionArn=arn)
+            if execution["status"] != "RUNNING" and view["status"] in TERMINAL:
+                return view
+            time.sleep(0.2)
+        raise TimeoutError(f"batch {batch_id} did not finish within {timeout}s")
+
+    def execution_history(self, batch_id: str) -> list[dict[str, Any]]:
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{batch_id}"
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+        while True:
+            page = sfn.get_execution_history(**kwargs)
+            events.extend(page["events"])
+            if not page.get("nextToken"):
+                return events
+            kwargs["nextToken"] = page["nextToken"]
+
+    def execution(self, batch_id: str) -> dict[str, Any]:
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{batch_id}"
+        return dict(sfn.describe_execution(executionArn=arn))
+
+    def received_events(self, batch_id: str | None = None, wait: float = 0.0) -> list[dict[str, Any]]:
+        """Completion events as an SQS subscriber of the topic received them (with message attributes)."""
+        sqs = boto3.client("sqs", region_name=REGION)
+        end = time.monotonic() + wait
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                with self._received_lock:
+                    self._received.append({
+                        "event": json.loads(envelope["Message"]),
+                        "attributes": {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()},
+                    })
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            with self._received_lock:
+                found = [r for r in self._received if batch_id is None or r["event"]["data"]["batchId"] == batch_id]
+            if found or messages or time.monotonic() >= end:
+                if not messages or found:
+                    return found
+            if not messages:
+                time.sleep(0.1)
+
+    def result_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        from batchbridge.store import results_key
+
+        body = boto3.client("s3", region_name=REGION).get_object(Bucket=self.bucket_name, Key=results_key(batch_id))
+        return [json.loads(line) for line in body["Body"].read().splitlines() if line]
+
+    def outcome_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        table = boto3.resource("dynamodb", region_name=REGION).Table(self.table_name)
+        rows: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :o)",
+            "ExpressionAttributeValues": {":pk": f"BATCH#{batch_id}", ":o": "OUTCOME#"},
+        }
+        while True:
+            page = table.query(**kwargs)
+            rows.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return rows
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def all_items(self) -> Iterator[dict[str, Any]]:
+        table = boto3.resource("dynamodb", region_name=REGION).Table(self.table_name)
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = table.scan(**kwargs)
+            yield from page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def all_objects(self) -> Iterator[tuple[str, bytes]]:
+        s3 = boto3.client("s3", region_name=REGION)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], s3.get_object(Bucket=self.bucket_name, Key=obj["Key"])["Body"].read()
+
+
+def _match_route(path: str) -> tuple[str, dict[str, str]]:
+    parts = path.strip("/").split("/")
+    if len(parts) >= 2 and parts[0] == "batches":
+        rest = "/" + "/".join(parts[2:]) if len(parts) > 2 else ""
+        return "/batches/{batch_id}" + rest, {"batch_id": parts[1]}
+    return path, {}
