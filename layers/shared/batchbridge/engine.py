@@ -200,11 +200,16 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
             f"chunk {index} of batch {batch_id}: the provider's answer to the submit was lost "
             f"({type(exc).__name__}); it may have been accepted, so it is not sent again"
         ) from exc
-    store.update_chunk(
+    recorded = store.update_chunk(
         batch_id, index,
         {"state": ChunkState.RUNNING.value, "providerRef": ref, "submittedAt": now_iso()},
         expect_state=ChunkState.SUBMITTING,
     )
+    if not recorded:  # someone else changed the claim: the provider reference must not be lost
+        store.update_batch(batch_id, set_={f"orphanRef{index}": ref})
+        raise errors.AmbiguousSubmitError(
+            f"chunk {index} of batch {batch_id} was accepted as {ref!r} but its claim had changed"
+        )
     store.update_batch(batch_id, add={"submissions": 1})
     return 0.0
 

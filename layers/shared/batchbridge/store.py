@@ -184,9 +184,10 @@ class Store:
         expect_state: ChunkState | None = None,
     ) -> bool:
         """Set chunk attributes; with ``expect_state``, only if the chunk is in that state."""
-        names = {f"#k{i}": k for i, k in enumerate(values)}
-        exprs = {f":v{i}": to_dynamo(v) for i, v in enumerate(values.values())}
-        sets = ", ".join(f"#k{i} = :v{i}" for i in range(len(values)))
+        # Placeholders must not collide with the ones boto3's condition builder generates (#n0, :v0).
+        names = {f"#c{i}": k for i, k in enumerate(values)}
+        exprs = {f":c{i}": to_dynamo(v) for i, v in enumerate(values.values())}
+        sets = ", ".join(f"#c{i} = :c{i}" for i in range(len(values)))
         kwargs: dict[str, Any] = {
             "Key": {"pk": _pk(batch_id), "sk": chunk_sk(index)},
             "UpdateExpression": f"SET {sets}",
