@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from batchbridge.errors import CancelNotSupportedError, UnknownProviderError
 from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome
@@ -17,7 +18,7 @@ from batchbridge.providers import load_adapters
 class Capabilities(BaseModel):
     """What a provider declares about itself; served by ``GET /providers``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     name: str
     title: str

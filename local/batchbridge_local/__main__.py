@@ -1,0 +1,3 @@
+from batchbridge_local.cli import main
+
+main()
