@@ -1,4 +1,5 @@
-"""HTTP API: POST/GET /batches, GET /batches/{id}, GET /batches/{id}/results, GET /providers."""
+"""HTTP API: POST /batches, GET /batches/{id}, GET /batches/{id}/results, POST /batches/{id}/cancel,
+GET /providers."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def get_batch(batch_id: str) -> Response:
 @app.get("/batches/<batch_id>/results")
 def get_results(batch_id: str) -> Response:
     return _json(200, api.outcomes_page(batch_id, dict(app.current_event.query_string_parameters or {})))
+
+
+@app.post("/batches/<batch_id>/cancel")
+def cancel_batch(batch_id: str) -> Response:
+    return _json(202, api.cancel_batch(batch_id, _base_path()))
 
 
 @app.get("/providers")

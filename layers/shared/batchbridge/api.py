@@ -277,5 +277,40 @@ def outcomes_page(
     return page
 
 
+def cancel_batch(batch_id: str, base_path: str, store: Store | None = None) -> dict[str, Any]:
+    """Stop the batch's workflow and start the short cancel run that collects, finalizes and publishes.
+
+    Jobs that already finished keep their real outcomes; running work is cancelled at the provider where
+    the provider can, and every unfinished job gets a ``not_processed`` outcome.
+    """
+    store = store or Store()
+    batch = store.get_batch(batch_id)
+    if BatchStatus(batch["status"]).is_terminal:
+        raise RequestError(409, "BATCH_FINISHED", f"batch {batch_id} already finished with status {batch['status']}")
+    try:
+        store.update_batch(batch_id, set_={"cancelRequested": True}, only_if_not_terminal=True)
+    except BatchBridgeError:
+        raise RequestError(409, "BATCH_FINISHED", f"batch {batch_id} finished before it could be cancelled") from None
+    sfn = aws.client("stepfunctions")
+    machine = get_settings().state_machine_arn
+    execution = machine.replace(":stateMachine:", ":execution:") + f":{batch_id}"
+    try:
+        sfn.stop_execution(executionArn=execution, cause="cancelled through POST /batches/{id}/cancel")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("ExecutionDoesNotExist",):
+            raise
+    try:
+        sfn.start_execution(
+            stateMachineArn=machine,
+            name=f"{batch_id}-cancel",
+            input=json.dumps({"batchId": batch_id, "error": None, "cancel": True}),
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            raise
+    logger.info("batch cancel requested", extra={"batch_id": batch_id})
+    return {"batchId": batch_id, "status": "CANCELLING", "links": _links(batch_id, base_path)}
+
+
 def providers_view() -> dict[str, Any]:
     return {"providers": [c.model_dump(by_alias=True) for c in all_capabilities()]}

@@ -138,6 +138,8 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
     for chunk in pending:
         if time_left() < SAFETY_MARGIN_SECONDS:
             break
+        if store.get_batch(batch_id).get("cancelRequested"):
+            return Step(done=True)  # the cancel run collects what was sent
         wait = _submit_chunk(store, batch, provider, chunk)
         if wait:
             not_ready_wait = wait
