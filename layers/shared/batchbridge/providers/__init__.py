@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-ADAPTER_MODULES: tuple[str, ...] = ("ivvy",)
+ADAPTER_MODULES: tuple[str, ...] = ("ivvy", "willsuite")
 
 
 def load_adapters() -> None:
