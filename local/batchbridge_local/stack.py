@@ -389,6 +389,14 @@ class LocalStack:
             time.sleep(0.2)
         raise TimeoutError(f"batch {batch_id} did not finish within {timeout}s")
 
+    @staticmethod
+    def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > end:
+                raise TimeoutError("condition not met in time")
+            time.sleep(0.1)
+
     def execution_history(self, batch_id: str) -> list[dict[str, Any]]:
         sfn = boto3.client("stepfunctions", region_name=REGION)
         arn = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{batch_id}"

@@ -198,10 +198,15 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
         return 0.0
     except (httpx.TransportError, errors.ProviderResponseError) as exc:
         # The request went out and no usable answer came back: it may have been accepted.
+        store.update_batch(batch_id, set_={"ambiguousChunk": index})
         raise errors.AmbiguousSubmitError(
             f"chunk {index} of batch {batch_id}: the provider's answer to the submit was lost "
             f"({type(exc).__name__}); it may have been accepted, so it is not sent again"
         ) from exc
+    except errors.BatchBridgeError:
+        # Any other typed error is an explicit refusal (credentials, configuration): nothing was accepted.
+        store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
+        raise
     recorded = store.update_chunk(
         batch_id, index,
         {"state": ChunkState.RUNNING.value, "providerRef": ref, "submittedAt": now_iso()},

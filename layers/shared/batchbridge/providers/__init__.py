@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-ADAPTER_MODULES: tuple[str, ...] = ("ivvy", "willsuite")
+ADAPTER_MODULES: tuple[str, ...] = ("ivvy", "willsuite", "superoffice")
 
 
 def load_adapters() -> None:
