@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-ADAPTER_MODULES: tuple[str, ...] = ("ivvy", "willsuite", "superoffice")
+ADAPTER_MODULES: tuple[str, ...] = ("ivvy", "willsuite", "superoffice", "os1")
 
 
 def load_adapters() -> None:
