@@ -1,0 +1,412 @@
+"""The iVvy adapter against the iVvy simulator over loopback HTTP: signing, submit, progress, results,
+callbacks, and every documented failure mapped to BatchBridge's typed errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from batchbridge.errors import (
+    BatchRejectedError,
+    ConfigurationError,
+    ProviderAuthError,
+    ProviderResponseError,
+    ProviderThrottledError,
+    ProviderUnavailableError,
+    ResultsExpiredError,
+)
+from batchbridge.models import ChunkState, Connection, OutcomeKind
+from batchbridge.providers.base import ChunkInfo, provider_class
+from batchbridge.providers.ivvy import IvvyJob, IvvyProvider
+from batchbridge_local.simulators.ivvy import IvvySimulator, booking_session_jobs, expected_code
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def running_sim() -> Iterator[IvvySimulator]:
+    with IvvySimulator(job_seconds=0.2) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def sim(running_sim: IvvySimulator) -> IvvySimulator:
+    running_sim.reset()
+    return running_sim
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=httpx.Timeout(2.0)) as client:
+        yield client
+
+
+def adapter(
+    sim: IvvySimulator, http: httpx.Client, *, secret: str | None = None, base_url: str | None = None
+):
+    connection = Connection(
+        name="ivvy-test",
+        provider="ivvy",
+        baseUrl=base_url or sim.base_url,
+        credentials={"apiKey": sim.api_key, "apiSecret": secret or sim.api_secret},
+    )
+    return IvvyProvider(connection, http)
+
+
+def chunk(
+    ref: str | None = None, *, index: int = 0, first: int = 0, callback: str | None = None
+) -> ChunkInfo:
+    return ChunkInfo(
+        batch_id="b-1", index=index, first_job_index=first, provider_ref=ref, callback_url=callback
+    )
+
+
+def submitted(sim: IvvySimulator, http: httpx.Client, jobs: list[dict[str, Any]], **kw: Any) -> ChunkInfo:
+    ref = adapter(sim, http).submit(chunk(**kw), jobs)
+    return chunk(ref, **kw)
+
+
+def finished(sim: IvvySimulator, http: httpx.Client, jobs: list[dict[str, Any]], **kw: Any) -> ChunkInfo:
+    sim.job_seconds = 0
+    return submitted(sim, http, jobs, **kw)
+
+
+# --- capabilities and job model --------------------------------------------------------------------
+def test_capabilities_are_declared_and_registered():
+    caps = provider_class("ivvy").capabilities
+    assert provider_class("ivvy") is IvvyProvider
+    assert (caps.name, caps.title, caps.max_jobs_per_submit, caps.max_jobs_per_batch) == (
+        "ivvy",
+        "iVvy",
+        200,
+        10_000,
+    )
+    assert (caps.supports_callback, caps.supports_cancel, caps.min_poll_seconds) == (True, False, 10)
+    assert caps.result_retention_seconds == 2 * 24 * 3600
+    assert (caps.default_deadline_seconds, caps.max_deadline_seconds) == (6 * 3600, 44 * 3600)
+
+
+def test_the_job_model_accepts_a_job_and_names_what_is_wrong():
+    job = IvvyJob.model_validate(
+        {"clientRef": "a", "namespace": "venue", "action": "addOrUpdateBookingSession"}
+    )
+    assert job.params == {}
+    with pytest.raises(ValidationError) as caught:
+        IvvyJob.model_validate({"namespace": "", "action": "x", "params": [], "extra": 1})
+    assert {e["loc"][0] for e in caught.value.errors()} == {"namespace", "params", "extra"}
+    with pytest.raises(ValidationError, match="batch namespace"):
+        IvvyJob.model_validate({"namespace": "batch", "action": "run"})
+
+
+# --- submit ---------------------------------------------------------------------------------------
+def test_submit_signs_the_run_and_returns_the_async_id(sim, http):
+    # Given three jobs with client references
+    jobs = booking_session_jobs(3)
+    # When they are submitted
+    ref = adapter(sim, http).submit(chunk(), jobs)
+    # Then the simulator verified the signature, accepted one run, and holds the jobs without clientRef
+    assert ref in sim.batches
+    assert sim.submissions == 1
+    (run,) = sim.requests_to("/api/1.0/batch?action=run")
+    assert run.headers["x-api-authorization"].startswith(f"IWS {sim.api_key}:")
+    sent = run.json()
+    assert "callbackUrl" not in sent
+    assert sent["jobs"] == [{k: v for k, v in j.items() if k != "clientRef"} for j in jobs]
+
+
+def test_submit_sends_the_callback_url_when_the_core_wants_one(sim, http):
+    adapter(sim, http).submit(chunk(callback="http://127.0.0.1:9/cb/abc"), booking_session_jobs(1))
+    (run,) = sim.requests_to("action=run")
+    assert run.json()["callbackUrl"] == "http://127.0.0.1:9/cb/abc"
+
+
+def test_a_stale_date_is_an_auth_error_naming_23005(sim, http):
+    # Given iVvy's clock is six minutes ahead of ours
+    sim.clock_offset_seconds = 360
+    # When we submit, Then the refusal names the stale code and nothing was accepted
+    with pytest.raises(ProviderAuthError, match="23005") as caught:
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+    assert "Request is stale" in caught.value.message
+    assert sim.submissions == 0
+
+
+def test_a_wrong_secret_is_an_auth_error_that_never_shows_the_secret(sim, http):
+    with pytest.raises(ProviderAuthError) as caught:
+        adapter(sim, http, secret="s3cr3t-value").submit(chunk(), booking_session_jobs(1))
+    assert "23004" in caught.value.message
+    assert "s3cr3t-value" not in str(caught.value)
+    assert sim.api_secret not in str(caught.value)
+
+
+def test_more_than_200_jobs_are_rejected_with_ivvys_code_and_message(sim, http):
+    with pytest.raises(BatchRejectedError) as caught:
+        adapter(sim, http).submit(chunk(), booking_session_jobs(201))
+    assert caught.value.code == "IVVY_24448"
+    assert "more than 200 jobs" in caught.value.message
+    assert "jobs: 201 given" in caught.value.message  # iVvy's additionalMessages
+    assert sim.submissions == 0
+
+
+@pytest.mark.parametrize(
+    ("jobs", "code"),
+    [
+        ([{"namespace": "", "action": "x"}], "IVVY_24092"),
+        ([], "IVVY_24093"),
+    ],
+)
+def test_jobs_ivvy_cannot_read_are_rejected(sim, http, jobs, code):
+    with pytest.raises(BatchRejectedError) as caught:
+        adapter(sim, http).submit(chunk(), jobs)
+    assert caught.value.code == code
+
+
+def test_a_batch_ivvy_could_not_save_is_rejected(sim, http):
+    sim.not_saved_next = 1
+    with pytest.raises(BatchRejectedError) as caught:
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+    assert caught.value.code == "IVVY_24091"
+
+
+def test_a_429_with_retry_after_is_throttling(sim, http):
+    sim.faults.throttle_next = 1
+    sim.faults.retry_after_seconds = 7
+    with pytest.raises(ProviderThrottledError) as caught:
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+    assert caught.value.retry_after == 7
+    assert sim.submissions == 0
+
+
+def test_a_server_error_is_unavailability(sim, http):
+    sim.faults.server_error_next = 1
+    with pytest.raises(ProviderUnavailableError):
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+
+
+def test_a_submit_whose_answer_is_lost_lets_the_transport_error_escape(sim, http):
+    # Given iVvy accepts the run and then the connection drops before the answer
+    sim.faults.drop_after_handling_next = 1
+    # When we submit, Then the raw httpx error escapes (the core records an ambiguous submit)
+    with pytest.raises(httpx.TransportError):
+        adapter(sim, http).submit(chunk(), booking_session_jobs(2))
+    # And iVvy did accept it: this is exactly why it must not be retried blindly
+    assert sim.submissions == 1
+
+
+@pytest.mark.parametrize("answer", [{"asyncId": "12345"}, {"asyncId": "z" * 32}, {"asyncId": 7}, {}])
+def test_an_async_id_that_is_not_32_hex_is_a_bad_response(sim, http, answer):
+    sim.run_answer = answer
+    with pytest.raises(ProviderResponseError, match="32 hex"):
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+
+
+def test_a_truncated_run_answer_is_a_bad_response(sim, http):
+    sim.faults.truncated_next = 1
+    with pytest.raises(ProviderResponseError, match="not JSON"):
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+
+
+def test_a_base_url_that_is_not_http_is_a_configuration_error(sim, http):
+    with pytest.raises(ConfigurationError):
+        adapter(sim, http, base_url="ftp://example").submit(chunk(), booking_session_jobs(1))
+
+
+def test_a_base_url_with_the_api_path_is_accepted(sim, http):
+    ref = adapter(sim, http, base_url=sim.base_url + "/api/1.0/").submit(chunk(), booking_session_jobs(1))
+    assert ref in sim.batches
+
+
+# --- check ----------------------------------------------------------------------------------------
+def test_progress_maps_to_running_then_completed(sim, http):
+    # Given a batch that takes 0.3 s
+    sim.job_seconds = 0.3
+    info = submitted(sim, http, booking_session_jobs(2))
+    # When checked at once, Then it is running with iVvy's percentage
+    report = adapter(sim, http).check(info)
+    assert report.state is ChunkState.RUNNING
+    assert report.progress is not None
+    assert 0 <= report.progress < 100
+    assert report.provider_status == f"progress {report.progress:g}"
+    # When checked after it finished, Then it is completed
+    time.sleep(0.32)
+    report = adapter(sim, http).check(info)
+    assert (report.state, report.progress, report.provider_status) == (
+        ChunkState.COMPLETED,
+        100.0,
+        "progress 100",
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        {"progress": "50"},
+        {"progress": None},
+        {"progress": True},
+        {"progress": 101},
+        {"progress": -1},
+        [50],
+    ],
+)
+def test_a_progress_outside_the_documented_shape_is_a_bad_response(sim, http, answer):
+    info = submitted(sim, http, booking_session_jobs(1))
+    sim.progress_answer = answer
+    with pytest.raises(ProviderResponseError):
+        adapter(sim, http).check(info)
+
+
+def test_a_batch_ivvy_cannot_find_is_gone(sim, http):
+    info = submitted(sim, http, booking_session_jobs(1))
+    sim.expire(info.provider_ref)
+    with pytest.raises(ResultsExpiredError, match="24105"):
+        adapter(sim, http).check(info)
+
+
+def test_a_malformed_progress_body_is_a_bad_response(sim, http):
+    info = submitted(sim, http, booking_session_jobs(1))
+    sim.faults.malformed_next = 1
+    with pytest.raises(ProviderResponseError, match="not JSON"):
+        adapter(sim, http).check(info)
+
+
+def test_a_dropped_check_is_unavailability(sim, http):
+    info = submitted(sim, http, booking_session_jobs(1))
+    sim.faults.drop_next = 1
+    with pytest.raises(ProviderUnavailableError):
+        adapter(sim, http).check(info)
+
+
+def test_a_throttled_check_carries_retry_after(sim, http):
+    info = submitted(sim, http, booking_session_jobs(1))
+    sim.faults.throttle_next = 1
+    sim.faults.retry_after_seconds = 3
+    with pytest.raises(ProviderThrottledError) as caught:
+        adapter(sim, http).check(info)
+    assert caught.value.retry_after == 3
+
+
+# --- collect --------------------------------------------------------------------------------------
+def test_mixed_results_map_to_one_outcome_per_job_in_order(sim, http):
+    # Given a chunk starting at job 200, every third job invalid and one forced server error
+    jobs = booking_session_jobs(12, invalid_every=3)
+    sim.fail_jobs = lambda index, job: index == 4
+    info = finished(sim, http, jobs, index=1, first=200)
+    truth = sim.truth(info.provider_ref)
+    # When the results are collected
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    # Then there is one outcome per job, in order, with iVvy's codes
+    assert [o.index for o in outcomes] == list(range(200, 212))
+    assert [o.client_ref for o in outcomes] == [j["clientRef"] for j in jobs]
+    assert [None if o.outcome is OutcomeKind.SUCCEEDED else o.error.code for o in outcomes] == truth.codes
+    assert truth.codes[4] == "IVVY_24335"
+    assert [c for i, c in enumerate(truth.codes) if i != 4] == [
+        expected_code(j) for i, j in enumerate(jobs) if i != 4
+    ]
+    succeeded = [o for o in outcomes if o.outcome is OutcomeKind.SUCCEEDED]
+    assert [o.provider_ref for o in succeeded] == [str(i) for i in truth.ids if i is not None]
+    assert succeeded[0].response == {"success": True, "id": int(succeeded[0].provider_ref), "warnings": None}
+    invalid = outcomes[2]
+    assert invalid.outcome is OutcomeKind.FAILED
+    assert (
+        invalid.error.message
+        == "The request contains invalid data (name: *Value is required and can't be empty*)"
+    )
+    assert invalid.response["specificCode"] == 24337
+    assert outcomes[11].error.code == "IVVY_24360"
+    assert outcomes[11].error.message == "The booking does not exist"
+
+
+def test_a_success_false_response_fails_the_job(sim, http):
+    jobs = booking_session_jobs(2)
+
+    def answer(results):
+        results[1]["response"] = {"success": False}
+        return results
+
+    sim.results_transform = answer
+    info = finished(sim, http, jobs)
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    assert outcomes[0].outcome is OutcomeKind.SUCCEEDED
+    assert (outcomes[1].outcome, outcomes[1].error.code) == (OutcomeKind.FAILED, "IVVY_JOB_FAILED")
+
+
+def test_jobs_without_a_result_are_not_processed(sim, http):
+    jobs = booking_session_jobs(5)
+    sim.drop_results = 2
+    info = finished(sim, http, jobs)
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    assert [o.outcome for o in outcomes] == [OutcomeKind.SUCCEEDED] * 3 + [OutcomeKind.NOT_PROCESSED] * 2
+    assert outcomes[4].error.code == "IVVY_NO_RESULT"
+    assert "3 results for 5 jobs" in outcomes[4].error.message
+
+
+def test_extra_results_that_echo_the_jobs_in_order_are_ignored(sim, http):
+    jobs = booking_session_jobs(2)
+    sim.results_transform = lambda results: [*results, results[0]]
+    info = finished(sim, http, jobs)
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    assert [o.outcome for o in outcomes] == [OutcomeKind.SUCCEEDED] * 2
+
+
+def test_results_that_cannot_be_matched_to_the_jobs_are_refused(sim, http):
+    # Given extra results whose requests do not follow the jobs' order
+    jobs = booking_session_jobs(2)
+    sim.results_transform = lambda results: [results[1], results[0], results[0]]
+    info = finished(sim, http, jobs)
+    # When collected, Then nothing is misattributed
+    with pytest.raises(ProviderResponseError, match="cannot be matched"):
+        list(adapter(sim, http).collect(info, jobs, None))
+
+
+def test_a_result_for_another_action_is_refused(sim, http):
+    jobs = booking_session_jobs(2)
+
+    def answer(results):
+        results[1]["action"] = "addOrUpdateContact"
+        return results
+
+    sim.results_transform = answer
+    info = finished(sim, http, jobs)
+    with pytest.raises(ProviderResponseError, match="addOrUpdateContact"):
+        list(adapter(sim, http).collect(info, jobs, None))
+
+
+def test_results_before_completion_are_retried_later(sim, http):
+    sim.never_finish = True
+    info = submitted(sim, http, booking_session_jobs(1))
+    with pytest.raises(ProviderUnavailableError, match="24114"):
+        list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
+
+
+def test_results_ivvy_no_longer_holds_are_expired(sim, http):
+    info = finished(sim, http, booking_session_jobs(1))
+    sim.results_expired = True
+    with pytest.raises(ResultsExpiredError, match="24115"):
+        list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
+
+
+def test_a_results_body_without_results_is_a_bad_response(sim, http):
+    info = finished(sim, http, booking_session_jobs(1))
+    sim.faults.truncated_next = 1
+    with pytest.raises(ProviderResponseError):
+        list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
+
+
+# --- callbacks ------------------------------------------------------------------------------------
+def test_a_callback_is_confirmed_through_results_not_its_body(sim, http):
+    # Given a running batch
+    sim.never_finish = True
+    info = submitted(sim, http, booking_session_jobs(1))
+    # When a callback claims it is done, Then results say otherwise and the claim is not believed
+    assert adapter(sim, http).confirm_callback(info, {"asyncId": info.provider_ref, "results": []}) is False
+    # When the batch really finishes, Then the callback is confirmed
+    sim.never_finish = False
+    sim.job_seconds = 0
+    assert adapter(sim, http).confirm_callback(info, {"asyncId": info.provider_ref}) is True
+    assert len(sim.requests_to("action=results")) == 2
+    # And a body naming another batch is not believed at all
+    assert adapter(sim, http).confirm_callback(info, {"asyncId": "f" * 32}) is False
