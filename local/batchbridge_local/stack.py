@@ -78,10 +78,11 @@ class LocalFunction:
 
     def load(self) -> Callable[[Any, Any], Any]:
         if self._module is None:
-            module_file, _, attr = self.handler.rpartition(".")
+            module_file = self.handler.rpartition(".")[0]
             path = self.code_dir / f"{module_file}.py"
             spec = importlib.util.spec_from_file_location(f"batchbridge_fn_{self.code_dir.name}", path)
-            assert spec and spec.loader
+            assert spec is not None
+            assert spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             self._module = module
@@ -119,8 +120,11 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fake credentials
-            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # moto's fake credentials
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
         }.items():
             self._set_env(key, value)
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
@@ -169,8 +173,11 @@ class LocalStack:
         params = {k: str(v.get("Default", "")) for k, v in self.template.get("Parameters", {}).items()}
         return {
             **params,
-            "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
-            "AWS::StackName": PREFIX, "AWS::URLSuffix": "amazonaws.com",
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": PREFIX,
+            "AWS::URLSuffix": "amazonaws.com",
         }
 
     def _names(self, resources: dict[str, Any]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
@@ -255,8 +262,12 @@ class LocalStack:
             )
             self.functions[logical_id] = fn
             lam.create_function(
-                FunctionName=fn.name, Runtime=glob.get("Runtime", "python3.13"), Role=role,
-                Handler=fn.handler, Code={"ZipFile": zipped.getvalue()}, Timeout=int(fn.timeout),
+                FunctionName=fn.name,
+                Runtime=glob.get("Runtime", "python3.13"),
+                Role=role,
+                Handler=fn.handler,
+                Code={"ZipFile": zipped.getvalue()},
+                Timeout=int(fn.timeout),
             )
             for key, value in env.items():
                 if key in merged and merged[key] != value:
@@ -300,11 +311,13 @@ class LocalStack:
                 result = local.invoke(event)
             except Exception as exc:  # answer as Lambda does for an unhandled error
                 response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps({
-                    "errorType": type(exc).__name__,
-                    "errorMessage": str(exc),
-                    "stackTrace": traceback.format_exception(exc)[-5:],
-                }).encode()
+                return json.dumps(
+                    {
+                        "errorType": type(exc).__name__,
+                        "errorMessage": str(exc),
+                        "stackTrace": traceback.format_exception(exc)[-5:],
+                    }
+                ).encode()
             return json.dumps(result).encode()
 
         LambdaFunction.invoke = invoke  # type: ignore[method-assign]
@@ -318,7 +331,12 @@ class LocalStack:
         credentials: dict[str, str],
         settings: dict[str, Any] | None = None,
     ) -> None:
-        secret = {"provider": provider, "baseUrl": base_url, "credentials": credentials, "settings": settings or {}}
+        secret = {
+            "provider": provider,
+            "baseUrl": base_url,
+            "credentials": credentials,
+            "settings": settings or {},
+        }
         client = boto3.client("secretsmanager", region_name=REGION)
         secret_id = os.environ["CONNECTION_SECRET_PREFIX"] + name
         try:
@@ -353,9 +371,14 @@ class LocalStack:
             "pathParameters": params or None,
             "stageVariables": None,
             "requestContext": {
-                "resourcePath": resource, "httpMethod": method, "path": f"/v1{path}", "stage": "v1",
-                "requestId": str(uuid.uuid4()), "identity": {"sourceIp": "127.0.0.1"},
-                "accountId": ACCOUNT, "apiId": "local",
+                "resourcePath": resource,
+                "httpMethod": method,
+                "path": f"/v1{path}",
+                "stage": "v1",
+                "requestId": str(uuid.uuid4()),
+                "identity": {"sourceIp": "127.0.0.1"},
+                "accountId": ACCOUNT,
+                "apiId": "local",
             },
             "body": text,
             "isBase64Encoded": False,
@@ -419,27 +442,30 @@ class LocalStack:
         sqs = boto3.client("sqs", region_name=REGION)
         end = time.monotonic() + wait
         while True:
-            messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-            for message in messages:
+            for message in sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            ):
                 envelope = json.loads(message["Body"])
+                attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
                 with self._received_lock:
-                    self._received.append({
-                        "event": json.loads(envelope["Message"]),
-                        "attributes": {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()},
-                    })
+                    self._received.append(
+                        {"event": json.loads(envelope["Message"]), "attributes": attributes}
+                    )
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
             with self._received_lock:
-                found = [r for r in self._received if batch_id is None or r["event"]["data"]["batchId"] == batch_id]
-            if found or messages or time.monotonic() >= end:
-                if not messages or found:
-                    return found
-            if not messages:
-                time.sleep(0.1)
+                found = [
+                    r for r in self._received if batch_id is None or r["event"]["data"]["batchId"] == batch_id
+                ]
+            if found or time.monotonic() >= end:
+                return found
+            time.sleep(0.1)
 
     def result_lines(self, batch_id: str) -> list[dict[str, Any]]:
         from batchbridge.store import results_key
 
-        body = boto3.client("s3", region_name=REGION).get_object(Bucket=self.bucket_name, Key=results_key(batch_id))
+        body = boto3.client("s3", region_name=REGION).get_object(
+            Bucket=self.bucket_name, Key=results_key(batch_id)
+        )
         return [json.loads(line) for line in body["Body"].read().splitlines() if line]
 
     def outcome_rows(self, batch_id: str) -> list[dict[str, Any]]:

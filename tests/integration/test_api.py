@@ -12,10 +12,19 @@ pytestmark = pytest.mark.xdist_group("stack")
 
 
 def session_job(i: int, **override: Any) -> dict[str, Any]:
-    params = {"spaceVenueId": 1, "bookingId": 15722, "contactId": 10, "name": f"Session {i}",
-              "startDate": "2026-03-02"}
-    return {"clientRef": f"s-{i}", "namespace": "venue", "action": "addOrUpdateBookingSession",
-            "params": {**params, **override}}
+    params = {
+        "spaceVenueId": 1,
+        "bookingId": 15722,
+        "contactId": 10,
+        "name": f"Session {i}",
+        "startDate": "2026-03-02",
+    }
+    return {
+        "clientRef": f"s-{i}",
+        "namespace": "venue",
+        "action": "addOrUpdateBookingSession",
+        "params": {**params, **override},
+    }
 
 
 def body(connection: str, n: int = 2, **extra: Any) -> dict[str, Any]:
@@ -81,7 +90,9 @@ def test_unknown_connection_is_named(stack, snapshot, ivvy_connection):
 
 
 def test_a_connection_for_another_provider_is_refused(stack, snapshot, ivvy_connection):
-    stack.add_connection("someone-elses", "willsuite", "http://127.0.0.1:9", {"clientId": "a", "clientSecret": "b"})
+    stack.add_connection(
+        "someone-elses", "willsuite", "http://127.0.0.1:9", {"clientId": "a", "clientSecret": "b"}
+    )
     before = snapshot()
     status, response = stack.api("POST", "/batches", body("someone-elses"))
     assert status == 422
@@ -95,7 +106,9 @@ def test_more_jobs_than_the_advertised_maximum_is_refused(stack, snapshot, ivvy_
     maximum = provider_class("ivvy").capabilities.max_jobs_per_batch
     before = snapshot()
     jobs = [{"namespace": "venue", "action": "x"}] * (maximum + 1)
-    status, response = stack.api("POST", "/batches", {"provider": "ivvy", "connection": ivvy_connection, "jobs": jobs})
+    status, response = stack.api(
+        "POST", "/batches", {"provider": "ivvy", "connection": ivvy_connection, "jobs": jobs}
+    )
     assert status == 422
     assert response["error"]["code"] == "TOO_MANY_JOBS"
     assert str(maximum) in response["error"]["message"]
@@ -116,7 +129,9 @@ def test_an_oversized_body_is_refused_before_parsing(stack, snapshot, ivvy_conne
 def test_invalid_jobs_are_named_by_index(stack, snapshot, ivvy_connection):
     before = snapshot()
     jobs = [session_job(0), {"namespace": "", "action": "run"}, {"action": "x", "params": []}]
-    status, response = stack.api("POST", "/batches", {"provider": "ivvy", "connection": ivvy_connection, "jobs": jobs})
+    status, response = stack.api(
+        "POST", "/batches", {"provider": "ivvy", "connection": ivvy_connection, "jobs": jobs}
+    )
     assert status == 422
     fields = field_names(response)
     assert "jobs[1].namespace" in fields
@@ -170,8 +185,12 @@ def test_an_unknown_batch_is_404(stack):
 def test_results_parameters_are_checked(stack, ivvy_connection):
     status, accepted = stack.api("POST", "/batches", body(ivvy_connection, n=1))
     batch_id = accepted["batchId"]
-    for query, code in [({"limit": "0"}, "INVALID_PARAMETER"), ({"outcome": "maybe"}, "INVALID_PARAMETER"),
-                        ({"nextToken": "not-a-token"}, "INVALID_TOKEN"), ({"colour": "red"}, "UNKNOWN_PARAMETER")]:
+    for query, code in [
+        ({"limit": "0"}, "INVALID_PARAMETER"),
+        ({"outcome": "maybe"}, "INVALID_PARAMETER"),
+        ({"nextToken": "not-a-token"}, "INVALID_TOKEN"),
+        ({"colour": "red"}, "UNKNOWN_PARAMETER"),
+    ]:
         status, response = stack.api("GET", f"/batches/{batch_id}/results", query=query)
         assert (status, response["error"]["code"]) == (400, code), query
     stack.wait_for_batch(batch_id, timeout=90)

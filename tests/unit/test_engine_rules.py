@@ -23,7 +23,9 @@ def test_a_complete_set_of_outcomes_passes_through_unchanged():
 def test_missing_outcomes_become_not_processed_with_the_clients_reference():
     got = list(list_exactly_once([ok(10), ok(13)], 10, JOBS))
     assert [(o.index, o.outcome) for o in got] == [
-        (10, OutcomeKind.SUCCEEDED), (11, OutcomeKind.NOT_PROCESSED), (12, OutcomeKind.NOT_PROCESSED),
+        (10, OutcomeKind.SUCCEEDED),
+        (11, OutcomeKind.NOT_PROCESSED),
+        (12, OutcomeKind.NOT_PROCESSED),
         (13, OutcomeKind.SUCCEEDED),
     ]
     assert got[1].client_ref == "c1" and got[1].error.code == "NO_RESULT"
@@ -35,10 +37,12 @@ def test_repeated_and_stray_outcomes_are_dropped():
 
 
 def test_failure_takes_the_message_from_the_lambda_error_payload():
-    failure = Failure.model_validate({
-        "Error": "BatchRejectedError",
-        "Cause": json.dumps({"errorType": "BatchRejectedError", "errorMessage": "iVvy said no"}),
-    })
+    failure = Failure.model_validate(
+        {
+            "Error": "BatchRejectedError",
+            "Cause": json.dumps({"errorType": "BatchRejectedError", "errorMessage": "iVvy said no"}),
+        }
+    )
     info = failure.info()
     assert (info.code, info.message) == ("BATCH_REJECTED", "iVvy said no")
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import EVENTS, load_event
 
 from batchbridge.tasks import TaskInput
-from tests.conftest import EVENTS, load_event
 
 TASK_DIRS = ["submit_batch", "check_status", "collect_results", "finalize_batch"]
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(EVENTS).as_posix() for d in TASK_DIRS for p in (EVENTS / d).glob("*.json")))
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(EVENTS).as_posix() for d in TASK_DIRS for p in (EVENTS / d).glob("*.json"))
+)
 def test_task_events_parse(path):
     task = TaskInput.model_validate(load_event(path))
     assert task.batch_id
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(EVENTS).as_posix() for p in (EVENTS / "api").glob("*.json")))
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(EVENTS).as_posix() for p in (EVENTS / "api").glob("*.json"))
+)
 def test_api_events_are_rest_proxy_events(path):
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 

@@ -38,6 +38,10 @@ def test_signature_matches_the_published_vector():
 
 
 def test_a_different_secret_gives_a_different_signature():
-    kwargs = dict(body=BODY, content_type="application/json", request_uri="/api/1.0/test?action=ping",
-                  ivvy_headers={"IVVY-Date": "2012-04-03 22:23:24"})
+    kwargs = dict(
+        body=BODY,
+        content_type="application/json",
+        request_uri="/api/1.0/test?action=ping",
+        ivvy_headers={"IVVY-Date": "2012-04-03 22:23:24"},
+    )
     assert sign_request(secret="bar", **kwargs) != sign_request(secret="foo", **kwargs)

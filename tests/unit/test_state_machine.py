@@ -11,8 +11,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ASL = json.loads((ROOT / "statemachine" / "batch.asl.json").read_text())
 STATES = ASL["States"]
-LAMBDA_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
-                 "Lambda.TooManyRequestsException"}
+LAMBDA_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
 
 
 def lambda_tasks():
@@ -24,7 +28,7 @@ def test_every_lambda_task_retries_lambda_service_errors():
     assert len(tasks) == 4
     for name, state in tasks.items():
         retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
-        assert LAMBDA_ERRORS <= retried, name
+        assert retried >= LAMBDA_ERRORS, name
 
 
 def test_every_lambda_task_retries_transient_provider_errors_but_not_terminal_ones():
@@ -33,8 +37,13 @@ def test_every_lambda_task_retries_transient_provider_errors_but_not_terminal_on
     for name, state in lambda_tasks().items():
         retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
         assert {cls.__name__ for cls in errors.RETRYABLE_ERRORS} <= retried, name
-        assert not retried & {"BatchRejectedError", "AmbiguousSubmitError", "UnknownProviderStatusError",
-                              "ProviderAuthError", "States.ALL"}, name
+        assert not retried & {
+            "BatchRejectedError",
+            "AmbiguousSubmitError",
+            "UnknownProviderStatusError",
+            "ProviderAuthError",
+            "States.ALL",
+        }, name
 
 
 def test_retried_error_names_exist_in_the_error_vocabulary():
@@ -65,7 +74,7 @@ def test_the_poll_loop_is_bounded_in_the_definition_itself():
     guard = next(c for c in choice["Choices"] if c.get("Variable") == "$.step.pollCount")
     assert guard["Next"] == "Collect Results"
     # The Python cap ends the loop gracefully first; the definition's cap is the backstop.
-    assert polling.MAX_POLLS < guard["NumericGreaterThanEquals"]
+    assert guard["NumericGreaterThanEquals"] > polling.MAX_POLLS
 
 
 def test_substitutions_in_the_definition_match_the_template():

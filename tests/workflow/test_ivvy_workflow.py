@@ -13,7 +13,9 @@ import pytest
 from batchbridge_local.simulators.ivvy import booking_session_jobs
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "completion-event.v1.json").read_text())
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "schemas" / "completion-event.v1.json").read_text()
+)
 
 
 @pytest.fixture
@@ -24,7 +26,9 @@ def sim(ivvy_sim):
 
 
 def submit(stack: Any, connection: str, jobs: list[dict[str, Any]], **extra: Any) -> str:
-    status, body = stack.api("POST", "/batches", {"provider": "ivvy", "connection": connection, "jobs": jobs, **extra})
+    status, body = stack.api(
+        "POST", "/batches", {"provider": "ivvy", "connection": connection, "jobs": jobs, **extra}
+    )
     assert status == 202, body
     return body["batchId"]
 
@@ -68,8 +72,10 @@ def test_a_450_job_batch_with_invalid_sessions_partially_succeeds(stack, sim, iv
     # and one event was published, with the attributes subscribers filter on
     received = the_event(stack, batch_id)
     assert received["attributes"] == {
-        "provider": "ivvy", "status": "PARTIALLY_SUCCEEDED",
-        "eventType": "batchbridge.batch.partially_succeeded", "connection": ivvy_connection,
+        "provider": "ivvy",
+        "status": "PARTIALLY_SUCCEEDED",
+        "eventType": "batchbridge.batch.partially_succeeded",
+        "connection": ivvy_connection,
     }
     data = received["event"]["data"]
     assert data["counts"] == view["counts"]
@@ -134,8 +140,11 @@ def test_a_batch_that_never_finishes_times_out_at_its_deadline(stack, sim, ivvy_
     # and it did not loop past the deadline: polls are bounded by deadline / minimum wait
     assert 1 <= view["polls"] <= 6
     history = stack.execution_history(batch_id)
-    checks = sum(1 for e in history if e["type"] == "TaskStateEntered"
-                 and e["stateEnteredEventDetails"]["name"] == "Check Batch Status")
+    checks = sum(
+        1
+        for e in history
+        if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "Check Batch Status"
+    )
     assert checks <= 6
     received = the_event(stack, batch_id)
     assert received["attributes"]["status"] == "TIMED_OUT"

@@ -76,14 +76,18 @@ def parse_create(body: str | None, *, is_base64: bool = False) -> CreateBatchReq
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise RequestError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+        raise RequestError(
+            400, "MALFORMED_JSON", f"the body is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from None
     if not isinstance(data, dict):
         raise RequestError(400, "INVALID_BODY", "the body must be a JSON object")
     try:
         return CreateBatchRequest.model_validate(data)
     except ValidationError as exc:
         details = _details(exc)
-        raise RequestError(422, "VALIDATION_FAILED", "; ".join(f"{d['field']}: {d['message']}" for d in details), details) from None
+        raise RequestError(
+            422, "VALIDATION_FAILED", "; ".join(f"{d['field']}: {d['message']}" for d in details), details
+        ) from None
 
 
 def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], dict[str, Any], int]:
@@ -91,10 +95,15 @@ def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], 
     try:
         cls = provider_class(request.provider)
     except BatchBridgeError as exc:
-        raise RequestError(422, exc.code, exc.message, [{"field": "provider", "message": exc.message}]) from None
+        raise RequestError(
+            422, exc.code, exc.message, [{"field": "provider", "message": exc.message}]
+        ) from None
     caps: Capabilities = cls.capabilities
     if len(request.jobs) > caps.max_jobs_per_batch:
-        message = f"{len(request.jobs)} jobs is more than {caps.name}'s maximum of {caps.max_jobs_per_batch} per batch"
+        message = (
+            f"{len(request.jobs)} jobs is more than {caps.name}'s maximum "
+            f"of {caps.max_jobs_per_batch} per batch"
+        )
         raise RequestError(422, "TOO_MANY_JOBS", message, [{"field": "jobs", "message": message}])
     details: list[dict[str, Any]] = []
     for i, job in enumerate(request.jobs):
@@ -105,45 +114,67 @@ def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], 
             if len(details) >= MAX_ERRORS_REPORTED:
                 break
     try:
-        options = cls.options_model.model_validate(request.options).model_dump(by_alias=True, exclude_none=True)
+        options = cls.options_model.model_validate(request.options).model_dump(
+            by_alias=True, exclude_none=True
+        )
     except ValidationError as exc:
         details.extend(_details(exc, "options"))
         options = {}
     deadline = request.deadline_seconds or caps.default_deadline_seconds
     if deadline > caps.max_deadline_seconds:
-        details.append({
-            "field": "deadlineSeconds",
-            "message": f"at most {caps.max_deadline_seconds} seconds for {caps.name}",
-        })
+        details.append(
+            {
+                "field": "deadlineSeconds",
+                "message": f"at most {caps.max_deadline_seconds} seconds for {caps.name}",
+            }
+        )
     if details:
         details = details[:MAX_ERRORS_REPORTED]
-        raise RequestError(422, "VALIDATION_FAILED", "; ".join(f"{d['field']}: {d['message']}" for d in details), details)
+        raise RequestError(
+            422, "VALIDATION_FAILED", "; ".join(f"{d['field']}: {d['message']}" for d in details), details
+        )
     return cls, options, deadline
 
 
-def create_batch(body: str | None, idempotency_key: str | None, base_path: str, *, is_base64: bool = False,
-                 store: Store | None = None) -> tuple[int, dict[str, Any]]:
+def create_batch(
+    body: str | None,
+    idempotency_key: str | None,
+    base_path: str,
+    *,
+    is_base64: bool = False,
+    store: Store | None = None,
+) -> tuple[int, dict[str, Any]]:
     request = parse_create(body, is_base64=is_base64)
     cls, options, deadline = validate_for_provider(request)
     try:
         connection = load_connection(request.connection)
     except BatchBridgeError as exc:
-        raise RequestError(422, exc.code, exc.message, [{"field": "connection", "message": exc.message}]) from None
+        raise RequestError(
+            422, exc.code, exc.message, [{"field": "connection", "message": exc.message}]
+        ) from None
     if connection.provider != request.provider:
-        message = f"connection {request.connection!r} is for provider {connection.provider!r}, not {request.provider!r}"
-        raise RequestError(422, "CONNECTION_PROVIDER_MISMATCH", message, [{"field": "connection", "message": message}])
+        message = (
+            f"connection {request.connection!r} is for provider {connection.provider!r}, "
+            f"not {request.provider!r}"
+        )
+        raise RequestError(
+            422, "CONNECTION_PROVIDER_MISMATCH", message, [{"field": "connection", "message": message}]
+        )
 
     store = store or Store()
     batch_id = str(uuid.uuid4())
     if idempotency_key is not None:
         if not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise RequestError(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-")
+            raise RequestError(
+                400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
+            )
         body_hash = hashlib.sha256(request.model_dump_json(by_alias=True).encode()).hexdigest()
         existing = store.claim_idempotency_key(idempotency_key, body_hash, batch_id)
         if existing is not None:
             if existing.get("bodyHash") != body_hash:
                 raise IdempotencyConflictError(
-                    "this Idempotency-Key was used for a different request body; use a new key for a new batch"
+                    "this Idempotency-Key was used for a different request body; "
+                    "use a new key for a new batch"
                 )
             return 200, _accepted(existing["batchId"], base_path, replay=True)
 
@@ -165,10 +196,15 @@ def create_batch(body: str | None, idempotency_key: str | None, base_path: str, 
     }
     written: list[str] = []
     try:
-        store.put_json(request_key(batch_id), {
-            "provider": request.provider, "connection": request.connection,
-            "jobs": request.jobs, "options": options,
-        })
+        store.put_json(
+            request_key(batch_id),
+            {
+                "provider": request.provider,
+                "connection": request.connection,
+                "jobs": request.jobs,
+                "options": options,
+            },
+        )
         written.append("request")
         store.create_batch({k: v for k, v in record.items() if v is not None})
         written.append("batch")
@@ -206,7 +242,11 @@ def _links(batch_id: str, base_path: str) -> dict[str, str]:
 
 
 def _accepted(batch_id: str, base_path: str, *, replay: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {"batchId": batch_id, "status": BatchStatus.ACCEPTED.value, "links": _links(batch_id, base_path)}
+    body: dict[str, Any] = {
+        "batchId": batch_id,
+        "status": BatchStatus.ACCEPTED.value,
+        "links": _links(batch_id, base_path),
+    }
     if replay:
         body["replayed"] = True
     return body
@@ -239,19 +279,28 @@ def batch_view(batch_id: str, base_path: str, store: Store | None = None) -> dic
     return {k: v for k, v in view.items() if v is not None}
 
 
-def outcomes_page(
-    batch_id: str, params: dict[str, str], store: Store | None = None
-) -> dict[str, Any]:
+def outcomes_page(batch_id: str, params: dict[str, str], store: Store | None = None) -> dict[str, Any]:
     store = store or Store()
     batch = store.get_batch(batch_id)
     unknown = set(params) - {"limit", "nextToken", "outcome", "format"}
     if unknown:
-        raise RequestError(400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        raise RequestError(
+            400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))}"
+        )
     if params.get("format") == "file":
         if not batch.get("resultsKey"):
-            raise RequestError(409, "RESULTS_NOT_READY", f"batch {batch_id} is {batch['status']}; its results file is written when it finishes")
+            raise RequestError(
+                409,
+                "RESULTS_NOT_READY",
+                f"batch {batch_id} is {batch['status']}; its results file is written when it finishes",
+            )
         url = store.presigned_url(results_key(batch_id), get_settings().results_url_seconds)
-        return {"batchId": batch_id, "format": "jsonl", "url": url, "expiresIn": get_settings().results_url_seconds}
+        return {
+            "batchId": batch_id,
+            "format": "jsonl",
+            "url": url,
+            "expiresIn": get_settings().results_url_seconds,
+        }
     if params.get("format") not in (None, "json"):
         raise RequestError(400, "INVALID_PARAMETER", "format must be 'json' or 'file'")
     try:
@@ -268,7 +317,9 @@ def outcomes_page(
             allowed = ", ".join(k.value for k in OutcomeKind)
             raise RequestError(400, "INVALID_PARAMETER", f"outcome must be one of: {allowed}") from None
     try:
-        items, token = store.query_outcomes(batch_id, limit=limit, next_token=params.get("nextToken"), outcome=outcome)
+        items, token = store.query_outcomes(
+            batch_id, limit=limit, next_token=params.get("nextToken"), outcome=outcome
+        )
     except BatchBridgeError as exc:
         raise RequestError(400, exc.code, exc.message) from None
     page: dict[str, Any] = {"batchId": batch_id, "status": batch["status"], "items": items}
@@ -286,11 +337,15 @@ def cancel_batch(batch_id: str, base_path: str, store: Store | None = None) -> d
     store = store or Store()
     batch = store.get_batch(batch_id)
     if BatchStatus(batch["status"]).is_terminal:
-        raise RequestError(409, "BATCH_FINISHED", f"batch {batch_id} already finished with status {batch['status']}")
+        raise RequestError(
+            409, "BATCH_FINISHED", f"batch {batch_id} already finished with status {batch['status']}"
+        )
     try:
         store.update_batch(batch_id, set_={"cancelRequested": True}, only_if_not_terminal=True)
     except BatchBridgeError:
-        raise RequestError(409, "BATCH_FINISHED", f"batch {batch_id} finished before it could be cancelled") from None
+        raise RequestError(
+            409, "BATCH_FINISHED", f"batch {batch_id} finished before it could be cancelled"
+        ) from None
     sfn = aws.client("stepfunctions")
     machine = get_settings().state_machine_arn
     execution = machine.replace(":stateMachine:", ":execution:") + f":{batch_id}"

@@ -16,7 +16,7 @@ class Settings(BaseModel):
     bucket_name: str = Field(min_length=1)
     topic_arn: str = ""
     state_machine_arn: str = ""
-    connection_secret_prefix: str = "batchbridge/connections/"
+    connection_secret_prefix: str = "batchbridge/connections/"  # noqa: S105 - a name prefix, not a secret
     event_source: str = "urn:batchbridge"
     # Multiplies every computed wait; the local runtime shrinks real-world intervals to seconds.
     poll_time_scale: float = Field(default=1.0, gt=0, le=1.0)

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -171,7 +171,9 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
     """Submit one chunk exactly once. Returns a wait in seconds when the provider is not ready."""
     batch_id, index = batch["batchId"], chunk["index"]
     if not store.update_chunk(
-        batch_id, index, {"state": ChunkState.SUBMITTING.value, "claimedAt": now_iso()},
+        batch_id,
+        index,
+        {"state": ChunkState.SUBMITTING.value, "claimedAt": now_iso()},
         expect_state=ChunkState.PENDING,
     ):
         return 0.0  # another attempt owns it
@@ -191,7 +193,8 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
         error = ErrorInfo(code=exc.code, message=exc.message)
         logger.warning("chunk rejected", extra={"chunk": index, "code": exc.code})
         store.update_chunk(
-            batch_id, index,
+            batch_id,
+            index,
             {"state": ChunkState.FAILED.value, "error": error.model_dump(), "finishedAt": now_iso()},
         )
         store.update_batch(batch_id, set_={"error": error.model_dump()})
@@ -208,7 +211,8 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
         store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
         raise
     recorded = store.update_chunk(
-        batch_id, index,
+        batch_id,
+        index,
         {"state": ChunkState.RUNNING.value, "providerRef": ref, "submittedAt": now_iso()},
         expect_state=ChunkState.SUBMITTING,
     )
@@ -273,7 +277,11 @@ def check_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) 
         update: dict[str, Any] = {"providerStatus": result.provider_status, "progress": result.progress}
         if result.state is not ChunkState.RUNNING:
             chunk["state"] = result.state.value
-            update |= {"state": result.state.value, "finishedAt": now_iso(), "report": result.model_dump(mode="json")}
+            update |= {
+                "state": result.state.value,
+                "finishedAt": now_iso(),
+                "report": result.model_dump(mode="json"),
+            }
             if result.error:
                 update["error"] = result.error.model_dump()
         store.update_chunk(batch_id, chunk["index"], update)
@@ -367,14 +375,23 @@ def collect_batch(
             _collect_chunk(store, batch, provider, chunk)
         elif chunk["state"] == ChunkState.FAILED:  # refused at submit: every job failed with that error
             error = ErrorInfo.model_validate(chunk["error"])
-            _write_chunk(store, batch, chunk, ChunkState.COLLECTED, _uniform(store, batch, chunk, OutcomeKind.FAILED, error))
+            _write_chunk(
+                store,
+                batch,
+                chunk,
+                ChunkState.COLLECTED,
+                _uniform(store, batch, chunk, OutcomeKind.FAILED, error),
+            )
         else:
             if chunk["state"] == ChunkState.RUNNING:
                 provider = provider or _try_provider(batch)
                 _cancel_quietly(provider, batch, chunk)
             error = ErrorInfo(code=reason[0], message=reason[1])
             _write_chunk(
-                store, batch, chunk, ChunkState.ABANDONED,
+                store,
+                batch,
+                chunk,
+                ChunkState.ABANDONED,
                 _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, error),
             )
     left = sum(1 for c in store.list_chunks(batch_id) if c["state"] not in DONE)
@@ -427,13 +444,21 @@ def _collect_chunk(store: Store, batch: dict[str, Any], provider: Provider, chun
     except errors.ResultsExpiredError as exc:
         error = ErrorInfo(code=exc.code, message=exc.message)
         _write_chunk(
-            store, batch, chunk, ChunkState.ABANDONED,
+            store,
+            batch,
+            chunk,
+            ChunkState.ABANDONED,
             _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, error),
         )
 
 
-def list_exactly_once(outcomes: Iterable[Outcome], first: int, jobs: Sequence[dict[str, Any]]) -> Iterator[Outcome]:
-    """Guard the one-outcome-per-job promise whatever an adapter yields: drop strays and repeats, fill gaps."""
+def list_exactly_once(
+    outcomes: Iterable[Outcome], first: int, jobs: Sequence[dict[str, Any]]
+) -> Iterator[Outcome]:
+    """Guard the one-outcome-per-job promise whatever an adapter yields.
+
+    Strays and repeats are dropped; gaps are filled with ``not_processed``.
+    """
     expected = first
     end = first + len(jobs)
     for outcome in outcomes:
@@ -474,7 +499,8 @@ def _write_chunk(
     # while lines spool to a temporary file, so memory stays flat whatever the chunk size.
     store.put_lines(chunk_outcomes_key(batch_id, chunk["index"]), _tee_rows(store, batch_id, records()))
     store.update_chunk(
-        batch_id, chunk["index"],
+        batch_id,
+        chunk["index"],
         {"state": state.value, "counts": counts.model_dump(by_alias=True), "collectedAt": now_iso()},
     )
 
@@ -506,8 +532,13 @@ def finalize_batch(batch_id: str, failure: Failure | None, store: Store | None =
         code, message = _abandon_reason(batch, failure)
         for chunk in leftover:
             _write_chunk(
-                store, batch, chunk, ChunkState.ABANDONED,
-                _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, ErrorInfo(code=code, message=message)),
+                store,
+                batch,
+                chunk,
+                ChunkState.ABANDONED,
+                _uniform(
+                    store, batch, chunk, OutcomeKind.NOT_PROCESSED, ErrorInfo(code=code, message=message)
+                ),
             )
         chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
 
@@ -519,7 +550,9 @@ def finalize_batch(batch_id: str, failure: Failure | None, store: Store | None =
         counts.not_processed += part.not_processed
         counts.total += part.total
     if chunks:
-        store.concat_objects((chunk_outcomes_key(batch_id, c["index"]) for c in chunks), results_key(batch_id))
+        store.concat_objects(
+            (chunk_outcomes_key(batch_id, c["index"]) for c in chunks), results_key(batch_id)
+        )
     else:
         store.put_lines(results_key(batch_id), [])
 

@@ -118,6 +118,4 @@ class Connection(BaseModel):
         try:
             return self.credentials[key].get_secret_value()
         except KeyError:
-            raise ConfigurationError(
-                f"connection {self.name!r} has no credential {key!r}"
-            ) from None
+            raise ConfigurationError(f"connection {self.name!r} has no credential {key!r}") from None

@@ -282,7 +282,9 @@ class Store:
                 for piece in body.iter_chunks(chunk_size=1 << 20):
                     spool.write(piece)
             spool.seek(0)
-            self.s3.upload_fileobj(spool, self.bucket, target, ExtraArgs={"ContentType": "application/x-ndjson"})
+            self.s3.upload_fileobj(
+                spool, self.bucket, target, ExtraArgs={"ContentType": "application/x-ndjson"}
+            )
 
     def object_exists(self, key: str) -> bool:
         try:
@@ -360,8 +362,10 @@ def decode_token(token: str, batch_id: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise BatchBridgeError("nextToken is not a token this API issued", code="INVALID_TOKEN") from exc
-    if not isinstance(key, dict) or key.get("pk") != _pk(batch_id) or not str(key.get("sk", "")).startswith(
-        "OUTCOME#"
+    if (
+        not isinstance(key, dict)
+        or key.get("pk") != _pk(batch_id)
+        or not str(key.get("sk", "")).startswith("OUTCOME#")
     ):
         raise BatchBridgeError("nextToken does not belong to this batch", code="INVALID_TOKEN")
     return {"pk": key["pk"], "sk": key["sk"]}

@@ -8,6 +8,7 @@ provider.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -184,10 +185,8 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 response = sim._dispatch(request)
             except _Dropped:
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 return
             payload = response.encoded()
             self.send_response(response.status)

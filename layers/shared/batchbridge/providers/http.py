@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -40,9 +40,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def send(
-    call: Callable[[], httpx.Response], *, what: str, safe_to_repeat: bool = True
-) -> httpx.Response:
+def send(call: Callable[[], httpx.Response], *, what: str, safe_to_repeat: bool = True) -> httpx.Response:
     """Run one HTTP call, turning transport failures into typed errors.
 
     ``safe_to_repeat=False`` marks a call whose effect may have happened even though no answer came
