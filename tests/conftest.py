@@ -64,3 +64,62 @@ class Snapshot:
 @pytest.fixture
 def snapshot(stack: Any) -> Any:
     return lambda: Snapshot(stack)
+
+
+@pytest.fixture(scope="session")
+def willsuite_sim() -> Iterator[Any]:
+    from batchbridge_local.simulators.willsuite import WillSuiteSimulator
+
+    with WillSuiteSimulator(job_seconds=1.0) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def willsuite_connection(stack: Any, willsuite_sim: Any) -> str:
+    stack.add_connection(
+        "willsuite-test",
+        "willsuite",
+        willsuite_sim.api_base_url,
+        {"clientId": willsuite_sim.client_id, "clientSecret": willsuite_sim.client_secret},
+    )
+    return "willsuite-test"
+
+
+@pytest.fixture(scope="session")
+def superoffice_sim() -> Iterator[Any]:
+    from batchbridge_local.simulators.superoffice import SuperOfficeSimulator
+
+    with SuperOfficeSimulator(job_seconds=1.0) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def superoffice_connection(stack: Any, superoffice_sim: Any) -> str:
+    stack.add_connection(
+        "superoffice-test",
+        "superoffice",
+        superoffice_sim.base_url,
+        {"ticket": superoffice_sim.ticket, "appToken": superoffice_sim.app_token},
+        {"contextIdentifier": superoffice_sim.context_identifier, "notRunningWaitSeconds": 100},
+    )
+    return "superoffice-test"
+
+
+@pytest.fixture(scope="session")
+def os1_sim() -> Iterator[Any]:
+    from batchbridge_local.simulators.os1 import OS1Simulator
+
+    with OS1Simulator(batch_seconds=1.0) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def os1_connection(stack: Any, os1_sim: Any) -> str:
+    stack.add_connection(
+        "os1-test",
+        "os1",
+        os1_sim.base_url,
+        {"clientId": os1_sim.client_id, "clientSecret": os1_sim.client_secret},
+        {"tenantId": os1_sim.tenant_id},
+    )
+    return "os1-test"

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from batchbridge_local.simulators.ivvy import booking_session_jobs
+from tests.workflow import helpers
+from tests.workflow.helpers import the_event
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "completion-event.v1.json").read_text()
-)
 
 
 @pytest.fixture
@@ -26,18 +22,7 @@ def sim(ivvy_sim):
 
 
 def submit(stack: Any, connection: str, jobs: list[dict[str, Any]], **extra: Any) -> str:
-    status, body = stack.api(
-        "POST", "/batches", {"provider": "ivvy", "connection": connection, "jobs": jobs, **extra}
-    )
-    assert status == 202, body
-    return body["batchId"]
-
-
-def the_event(stack: Any, batch_id: str) -> dict[str, Any]:
-    received = stack.received_events(batch_id, wait=10)
-    assert len(received) == 1, received
-    jsonschema.validate(received[0]["event"], SCHEMA)
-    return received[0]
+    return helpers.submit(stack, "ivvy", connection, jobs, **extra)
 
 
 def test_a_450_job_batch_with_invalid_sessions_partially_succeeds(stack, sim, ivvy_connection):

@@ -211,7 +211,7 @@ def create_batch(
         aws.client("stepfunctions").start_execution(
             stateMachineArn=get_settings().state_machine_arn,
             name=batch_id,
-            input=json.dumps({"batchId": batch_id, "error": None}),
+            input=json.dumps({"batchId": batch_id, "error": None, "cancel": False}),
         )
     except Exception:
         logger.exception("could not accept the batch; undoing what was written", extra={"written": written})
