@@ -43,6 +43,7 @@ LOCAL_ENV = {
     "POWERTOOLS_DEV": "false",
     # Real-world poll intervals (minutes) become seconds locally.
     "POLL_TIME_SCALE": "0.01",
+    "PROVIDER_READ_TIMEOUT": "3",
 }
 
 

@@ -24,6 +24,8 @@ class Settings(BaseModel):
     outcome_ttl_days: int = 90
     results_url_seconds: int = 900
     callback_base_url: str = ""
+    # Seconds to wait for a provider's answer; the local runtime shortens it so fault tests stay quick.
+    provider_read_timeout: float = Field(default=20.0, gt=0, le=120)
 
     @classmethod
     def from_environ(cls, env: dict[str, str] | None = None) -> Settings:
@@ -40,6 +42,7 @@ class Settings(BaseModel):
             "outcome_ttl_days": "OUTCOME_TTL_DAYS",
             "results_url_seconds": "RESULTS_URL_SECONDS",
             "callback_base_url": "CALLBACK_BASE_URL",
+            "provider_read_timeout": "PROVIDER_READ_TIMEOUT",
         }
         values = {field: env[var] for field, var in mapping.items() if env.get(var)}
         return cls.model_validate(values)

@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import httpx
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
@@ -63,9 +64,12 @@ def parse_connection(name: str, raw: str) -> Connection:
 def build_provider(connection: Connection) -> Provider:
     global _http
     if _http is None:
-        _http = new_client()
+        read = get_settings().provider_read_timeout
+        _http = new_client(httpx.Timeout(connect=5.0, read=read, write=read, pool=5.0))
     return provider_class(connection.provider)(connection, _http)
 
 
 def clear_cache() -> None:
+    global _http
     _cache.clear()
+    _http = None
