@@ -26,11 +26,20 @@ def _base_path() -> str:
     return f"/{stage}" if stage and stage != "$default" else ""
 
 
+def _public_url() -> str | None:
+    """This API's own public URL, for provider callbacks (``CALLBACK_BASE_URL`` overrides it)."""
+    ctx = app.current_event.request_context
+    domain = ctx.domain_name if ctx else None
+    return f"https://{domain}{_base_path()}" if domain else None
+
+
 @app.post("/batches")
 def create_batch() -> Response:
     event = app.current_event
     key = (event.headers or {}).get("Idempotency-Key") or (event.headers or {}).get("idempotency-key")
-    status, body = api.create_batch(event.body, key, _base_path(), is_base64=event.is_base64_encoded)
+    status, body = api.create_batch(
+        event.body, key, _base_path(), is_base64=event.is_base64_encoded, api_base_url=_public_url()
+    )
     metrics.add_metric(name="BatchesAccepted", unit="Count", value=1 if status == 202 else 0)
     return _json(status, body)
 
@@ -48,6 +57,12 @@ def get_results(batch_id: str) -> Response:
 @app.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> Response:
     return _json(202, api.cancel_batch(batch_id, _base_path()))
+
+
+@app.post("/callbacks/<batch_id>/<token>")
+def provider_callback(batch_id: str, token: str) -> Response:
+    # No IAM here: the vendor calls this route, and the unguessable token is its credential.
+    return _json(200, api.receive_callback(batch_id, token, app.current_event.body))
 
 
 @app.get("/providers")

@@ -20,9 +20,11 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 from moto import mock_aws
@@ -111,6 +113,8 @@ class LocalStack:
         self.queue_url = ""
         self._received: list[dict[str, Any]] = []
         self._received_lock = threading.Lock()
+        self._front: ThreadingHTTPServer | None = None
+        self.api_url = ""
 
     # --- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -137,10 +141,15 @@ class LocalStack:
         self._create_storage(resources, resolver)
         self._create_functions(resources, resolver)
         self._create_state_machine(resources, resolver)
+        self._serve_api()
         self._reset_package_caches()
         return self
 
     def stop(self) -> None:
+        if self._front is not None:
+            self._front.shutdown()
+            self._front.server_close()
+            self._front = None
         if self._original_invoke is not None:
             LambdaFunction.invoke = self._original_invoke
             self._original_invoke = None
@@ -297,6 +306,43 @@ class LocalStack:
                 roleArn=f"arn:aws:iam::{ACCOUNT}:role/{PREFIX}-states",
                 type=props.get("Type", "STANDARD"),
             )["stateMachineArn"]
+
+    def _serve_api(self) -> None:
+        """Serve the API function over HTTP on loopback, as API Gateway would, so that provider
+        simulators can reach the callback route. ``CALLBACK_BASE_URL`` points at it."""
+        stack = self
+
+        class Front(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8", "replace") if length else None
+                parts = urlsplit(self.path)
+                path = parts.path.removeprefix("/v1")
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                status, body = stack.api(
+                    self.command, path, raw_body=raw, headers=dict(self.headers.items()), query=query or None
+                )
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _handle
+
+        self._front = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+        self._front.daemon_threads = True
+        threading.Thread(target=self._front.serve_forever, name="local-api", daemon=True).start()
+        host, port = self._front.server_address[:2]
+        self.api_url = f"http://{host}:{port}/v1"
+        self._set_env("CALLBACK_BASE_URL", self.api_url)
 
     # --- Lambda routing ---------------------------------------------------------------------------
     def _route_lambda(self) -> None:
@@ -502,6 +548,8 @@ class LocalStack:
 
 def _match_route(path: str) -> tuple[str, dict[str, str]]:
     parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "callbacks":
+        return "/callbacks/{batch_id}/{token}", {"batch_id": parts[1], "token": parts[2]}
     if len(parts) >= 2 and parts[0] == "batches":
         rest = "/" + "/".join(parts[2:]) if len(parts) > 2 else ""
         return "/batches/{batch_id}" + rest, {"batch_id": parts[1]}

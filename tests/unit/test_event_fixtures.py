@@ -31,6 +31,13 @@ def test_api_events_are_rest_proxy_events(path):
     assert event.path.startswith("/")
 
 
+def test_await_callback_event_parses():
+    from batchbridge.tasks import AwaitInput
+
+    task = AwaitInput.model_validate(load_event("await_callback/park.json"))
+    assert task.task_token
+
+
 def test_every_function_has_at_least_one_event():
     functions = {p.name for p in (Path(EVENTS).parent / "functions").iterdir() if p.is_dir()}
     assert functions == {p.name for p in EVENTS.iterdir() if p.is_dir()}

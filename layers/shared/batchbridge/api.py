@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -142,6 +143,7 @@ def create_batch(
     base_path: str,
     *,
     is_base64: bool = False,
+    api_base_url: str | None = None,
     store: Store | None = None,
 ) -> tuple[int, dict[str, Any]]:
     request = parse_create(body, is_base64=is_base64)
@@ -193,6 +195,7 @@ def create_batch(
         "deadlineAt": int(time.time()) + deadline,
         "requestKey": request_key(batch_id),
         "pollCount": 0,
+        "apiBaseUrl": api_base_url,
     }
     written: list[str] = []
     try:
@@ -365,6 +368,53 @@ def cancel_batch(batch_id: str, base_path: str, store: Store | None = None) -> d
             raise
     logger.info("batch cancel requested", extra={"batch_id": batch_id})
     return {"batchId": batch_id, "status": "CANCELLING", "links": _links(batch_id, base_path)}
+
+
+def receive_callback(
+    batch_id: str, token: str, body: str | None, store: Store | None = None
+) -> dict[str, Any]:
+    """A provider's completion callback, authenticated by the batch's unguessable token.
+
+    The body is never trusted on its own: when it names a chunk, the provider is asked to confirm it
+    (iVvy: through ``results``); then the waiting workflow is resumed, and its next status check records
+    what the provider says. Duplicate, late and unconfirmed callbacks are answered and otherwise ignored.
+    """
+    from batchbridge.engine import _chunk_info, _provider_for, wake_for_callback
+    from batchbridge.models import ChunkState
+
+    store = store or Store()
+    unknown = RequestError(404, "UNKNOWN_CALLBACK", "no such callback")
+    try:
+        batch = store.get_batch(batch_id)
+    except BatchBridgeError:
+        raise unknown from None
+    expected = str(batch.get("callbackToken") or "")
+    if not expected or not hmac.compare_digest(expected.encode(), token.encode()):
+        raise unknown
+    if BatchStatus(batch["status"]).is_terminal:
+        return {"accepted": False, "reason": "the batch has finished"}
+    try:
+        parsed: Any = json.loads(body) if body else None
+    except json.JSONDecodeError:
+        parsed = None
+    provider = _provider_for(batch)
+    ref = provider.callback_ref(parsed)
+    if ref is not None:
+        chunk = next(
+            (
+                c
+                for c in store.list_chunks(batch_id)
+                if c.get("providerRef") == ref and c["state"] == ChunkState.RUNNING
+            ),
+            None,
+        )
+        if chunk is None:
+            return {"accepted": False, "reason": "no running chunk has that reference"}
+        if not provider.confirm_callback(_chunk_info(batch, chunk), parsed):
+            return {"accepted": False, "reason": "the provider does not confirm it"}
+    resumed = wake_for_callback(batch_id, store)
+    logger.info("callback received", extra={"batch_id": batch_id, "resumed": resumed})
+    return {"accepted": True}
 
 
 def providers_view() -> dict[str, Any]:

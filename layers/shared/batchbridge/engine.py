@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,9 @@ class Step(BaseModel):
     wait_seconds: int = Field(default=0, alias="waitSeconds")
     done: bool = False
     poll_count: int = Field(default=0, alias="pollCount")
+    # True when the provider will call back: the workflow then waits on a task token, with the next poll
+    # interval as its timeout, instead of a plain Wait.
+    callback: bool = False
 
     model_config = {"populate_by_name": True}
 
@@ -124,7 +128,9 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
     provider = _provider_for(batch)
     chunks = prepare(store, batch, provider)
     if batch["status"] == BatchStatus.ACCEPTED:
-        batch = store.update_batch(batch_id, set_={"status": BatchStatus.SUBMITTING.value})
+        batch = store.update_batch(
+            batch_id, set_={"status": BatchStatus.SUBMITTING.value, **_callback_fields(batch, provider)}
+        )
 
     stuck = [c["index"] for c in chunks if c["state"] == ChunkState.SUBMITTING]
     if stuck:
@@ -164,7 +170,19 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
         seed=batch_id,
     )
     store.update_batch(batch_id, set_={"pollState": state.model_dump()})
-    return Step(wait_seconds=_scaled_wait(first_wait, batch))
+    return Step(wait_seconds=_scaled_wait(first_wait, batch), callback=bool(batch.get("callbackUrl")))
+
+
+def _callback_fields(batch: dict[str, Any], provider: Provider) -> dict[str, Any]:
+    """An unguessable per-batch callback URL, when the provider calls back and the API is reachable.
+
+    The base is the configured ``CALLBACK_BASE_URL`` or else the API's own URL as the api function saw it.
+    """
+    base = (get_settings().callback_base_url or batch.get("apiBaseUrl") or "").rstrip("/")
+    if not (base and provider.capabilities.supports_callback):
+        return {}
+    token = secrets.token_urlsafe(32)
+    return {"callbackToken": token, "callbackUrl": f"{base}/callbacks/{batch['batchId']}/{token}"}
 
 
 def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk: dict[str, Any]) -> float:
@@ -316,7 +334,47 @@ def check_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) 
         add={"pollCount": 1},
         only_if_not_terminal=True,
     )
-    return Step(wait_seconds=_scaled_wait(wait, batch), poll_count=poll_count)
+    return Step(
+        wait_seconds=_scaled_wait(wait, batch), poll_count=poll_count, callback=bool(batch.get("callbackUrl"))
+    )
+
+
+# --- callbacks ---------------------------------------------------------------------------------------
+def park_for_callback(batch_id: str, task_token: str, store: Store | None = None) -> None:
+    """Record the waiting workflow's task token. If a callback arrived first, resume at once.
+
+    The token and the ``callbackPending`` flag are swapped atomically on both sides (here and in
+    :func:`wake_for_callback`), so whichever comes second sees the other and resumes the workflow.
+    """
+    store = store or Store()
+    old = store.swap_batch_attribute(
+        batch_id, set_name="taskToken", set_value=task_token, remove="callbackPending"
+    )
+    if old.get("callbackPending") or BatchStatus(old.get("status", "RUNNING")).is_terminal:
+        _resume(task_token)
+
+
+def wake_for_callback(batch_id: str, store: Store | None = None) -> bool:
+    """A confirmed callback: resume the waiting workflow now (its poll timeout stays the safety net)."""
+    store = store or Store()
+    old = store.swap_batch_attribute(batch_id, set_name="callbackPending", set_value=True, remove="taskToken")
+    token = old.get("taskToken")
+    return bool(token) and _resume(str(token))
+
+
+def _resume(task_token: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    from batchbridge import aws
+
+    try:
+        aws.client("stepfunctions").send_task_success(taskToken=task_token, output="{}")
+    except ClientError as exc:
+        # The wait already timed out (the poll ran) or another callback resumed it: nothing to do.
+        if exc.response.get("Error", {}).get("Code") in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
+            return False
+        raise
+    return True
 
 
 def _check_chunks(

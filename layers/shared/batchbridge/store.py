@@ -150,6 +150,20 @@ class Store:
             raise
         return dict(to_plain(result["Attributes"]))
 
+    def swap_batch_attribute(
+        self, batch_id: str, *, set_name: str, set_value: Any, remove: str
+    ) -> dict[str, Any]:
+        """Set one attribute and remove another in one atomic write; returns the previous values."""
+        result = self.table.update_item(
+            Key={"pk": _pk(batch_id), "sk": META},
+            UpdateExpression="SET #set = :value REMOVE #remove",
+            ExpressionAttributeNames={"#set": set_name, "#remove": remove},
+            ExpressionAttributeValues={":value": to_dynamo(set_value)},
+            ConditionExpression=Attr("pk").exists(),
+            ReturnValues="ALL_OLD",
+        )
+        return dict(to_plain(result.get("Attributes", {})))
+
     # --- chunks -------------------------------------------------------------------------------------
     def put_chunk(self, batch_id: str, chunk: dict[str, Any]) -> bool:
         """Create a chunk item unless it exists; False when it already did."""

@@ -24,3 +24,12 @@ class TaskInput(BaseModel):
 def time_left(context: Any) -> Callable[[], float]:
     """Seconds left in this invocation, as a callable the task logic checks between units of work."""
     return lambda: context.get_remaining_time_in_millis() / 1000.0
+
+
+class AwaitInput(BaseModel):
+    """``{"batchId": ..., "taskToken": ...}`` for the callback wait."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    batch_id: str = Field(alias="batchId", pattern=BATCH_ID_PATTERN)
+    task_token: str = Field(alias="taskToken", min_length=1, max_length=2048)

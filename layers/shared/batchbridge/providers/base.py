@@ -105,6 +105,10 @@ class Provider(ABC):
         """Cancel the chunk at the provider; True when the provider confirmed it."""
         raise CancelNotSupportedError(f"{self.capabilities.name} has no cancel operation")
 
+    def callback_ref(self, body: Any) -> str | None:
+        """The provider reference a callback body names, if the provider's callbacks name one."""
+        return None
+
     def confirm_callback(self, chunk: ChunkInfo, body: Any) -> bool:
         """Given a callback body, say whether the chunk really finished (never trust the body alone)."""
         return self.check(chunk).state is not ChunkState.RUNNING

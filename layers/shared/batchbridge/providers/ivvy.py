@@ -413,6 +413,11 @@ class IvvyProvider(Provider):
                 continue
             yield _outcome(index, client_ref, results[i])
 
+    def callback_ref(self, body: Any) -> str | None:
+        """iVvy posts ``{asyncId, results}``: the asyncId names the chunk."""
+        ref = body.get("asyncId") if isinstance(body, dict) else None
+        return ref.lower() if isinstance(ref, str) and ref else None
+
     def confirm_callback(self, chunk: ChunkInfo, body: Any) -> bool:
         """iVvy's callback is not signed, so its body is only a hint: the chunk is finished when
         ``results`` answers for its asyncId (24114 means not yet). A body naming another asyncId is

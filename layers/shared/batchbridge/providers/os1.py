@@ -733,6 +733,11 @@ class OS1Provider(Provider):
             raise ProviderResponseError(f"{what}: unexpected {_problem(response, what=what).text}")
         return parse_status(json_body(response, what=what), what=what)
 
+    def callback_ref(self, body: Any) -> str | None:
+        """The simulator (and our reading of OS1) posts ``{"batchId", "status"}``; the body is only a hint."""
+        ref = body.get("batchId") if isinstance(body, dict) else None
+        return ref if isinstance(ref, str) and ref else None
+
     def check(self, chunk: ChunkInfo) -> StatusReport:
         """Map ``meta.status``: queued/processing -> RUNNING with progress (success+failed)/total,
         completed -> COMPLETED, failed -> FAILED; any other word fails closed. The report keeps only the

@@ -1,0 +1,22 @@
+"""Workflow task: park the workflow until the provider calls back or the next poll is due.
+
+Invoked with ``.waitForTaskToken``: records the task token for the callback route and returns at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batchbridge import engine
+from batchbridge.observability import logger, tracer
+from batchbridge.tasks import AwaitInput
+
+
+@logger.inject_lambda_context(correlation_id_path="batchId")
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    task = AwaitInput.model_validate(event)
+    engine.park_for_callback(task.batch_id, task.task_token)
+    return {"parked": True}
