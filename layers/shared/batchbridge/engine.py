@@ -37,6 +37,10 @@ from batchbridge.store import Store, chunk_jobs_key, chunk_outcomes_key, now_iso
 TimeLeft = Callable[[], float]
 # Stop starting new work when less than this many seconds of the invocation remain.
 SAFETY_MARGIN_SECONDS = 10.0
+# Rounds (submit attempts plus status checks) one batch may use. The state machine's own cap
+# (statemachine/batch.asl.json, "MaxRounds" guards) sits a little above it as the backstop, and
+# tests/unit/test_history_bound.py derives from both that an execution stays under 25,000 events.
+MAX_ROUNDS = 480
 UNFINISHED = (ChunkState.PENDING, ChunkState.SUBMITTING, ChunkState.RUNNING)
 DONE = (ChunkState.COLLECTED, ChunkState.ABANDONED)
 
@@ -132,17 +136,28 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
             batch_id, set_={"status": BatchStatus.SUBMITTING.value, **_callback_fields(batch, provider)}
         )
 
-    stuck = [c["index"] for c in chunks if c["state"] == ChunkState.SUBMITTING]
+    # A chunk left SUBMITTING by an attempt that stopped may have been accepted: never send it again.
+    # Where the provider can show what it holds, the chunk is recorded and the batch carries on.
+    stuck = [
+        c["index"]
+        for c in chunks
+        if c["state"] == ChunkState.SUBMITTING and not _reconcile(store, batch, provider, c)
+    ]
     if stuck:
+        store.update_batch(batch_id, set_={"ambiguousChunk": stuck[0]})
         raise errors.AmbiguousSubmitError(
             f"chunk(s) {stuck} of batch {batch_id} were being submitted when an earlier attempt stopped; "
             "the provider may have accepted them, so they are not sent again"
         )
 
+    rounds = int(store.update_batch(batch_id, add={"pollCount": 1}).get("pollCount", 0))
+    if _epoch() >= batch["deadlineAt"] or rounds >= MAX_ROUNDS:
+        store.update_batch(batch_id, set_={"deadlineReached": True})
+        return Step(done=True, poll_count=rounds)
     pending = [c for c in chunks if c["state"] == ChunkState.PENDING]
     not_ready_wait = 0.0
-    for chunk in pending:
-        if time_left() < SAFETY_MARGIN_SECONDS:
+    for n, chunk in enumerate(pending):
+        if n and time_left() < SAFETY_MARGIN_SECONDS:  # always at least one per call: rounds stay bounded
             break
         if store.get_batch(batch_id).get("cancelRequested"):
             return Step(done=True)  # the cancel run collects what was sent
@@ -154,7 +169,11 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
     remaining = sum(1 for c in store.list_chunks(batch_id) if c["state"] == ChunkState.PENDING)
     if remaining:
         scaled = not_ready_wait * get_settings().poll_time_scale
-        return Step(remaining=remaining, wait_seconds=_ceil_seconds(scaled) if not_ready_wait else 0)
+        return Step(
+            remaining=remaining,
+            wait_seconds=_ceil_seconds(scaled) if not_ready_wait else 0,
+            poll_count=rounds,
+        )
     store.update_batch(
         batch_id,
         set_={"status": BatchStatus.RUNNING.value, "submittedAt": now_iso()},
@@ -163,14 +182,18 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
     first_wait, state = polling.next_wait(
         state=polling.PollState(),
         elapsed=0.0,
-        remaining=batch["deadlineAt"] - _epoch(),
+        remaining=_policy_seconds(batch["deadlineAt"] - _epoch()),
         progress=None,
         retry_after=None,
         bounds=_bounds(batch, provider),
         seed=batch_id,
     )
     store.update_batch(batch_id, set_={"pollState": state.model_dump()})
-    return Step(wait_seconds=_scaled_wait(first_wait, batch), callback=bool(batch.get("callbackUrl")))
+    return Step(
+        wait_seconds=_scaled_wait(first_wait, batch),
+        poll_count=rounds,
+        callback=bool(batch.get("callbackUrl")),
+    )
 
 
 def _callback_fields(batch: dict[str, Any], provider: Provider) -> dict[str, Any]:
@@ -219,6 +242,8 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
         return 0.0
     except (httpx.TransportError, errors.ProviderResponseError) as exc:
         # The request went out and no usable answer came back: it may have been accepted.
+        if _reconcile(store, batch, provider, chunk):
+            return 0.0
         store.update_batch(batch_id, set_={"ambiguousChunk": index})
         raise errors.AmbiguousSubmitError(
             f"chunk {index} of batch {batch_id}: the provider's answer to the submit was lost "
@@ -243,12 +268,47 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
     return 0.0
 
 
+def _reconcile(store: Store, batch: dict[str, Any], provider: Provider, chunk: dict[str, Any]) -> bool:
+    """Ask the provider whether it holds a chunk whose submit may or may not have arrived.
+
+    True when it named the chunk's reference and that was recorded (the chunk is RUNNING); False when
+    it cannot tell, and then the caller declares the submit ambiguous. Nothing is ever sent again.
+    """
+    batch_id, index = batch["batchId"], chunk["index"]
+    try:
+        ref = provider.find_submission(_chunk_info(batch, chunk))
+    except (errors.BatchBridgeError, httpx.HTTPError) as exc:
+        logger.warning(
+            "could not look the chunk up at the provider", extra={"chunk": index, "error": str(exc)}
+        )
+        return False
+    if ref is None:
+        return False
+    recorded = store.update_chunk(
+        batch_id,
+        index,
+        {"state": ChunkState.RUNNING.value, "providerRef": ref, "submittedAt": now_iso(), "reconciled": True},
+        expect_state=ChunkState.SUBMITTING,
+    )
+    if not recorded:
+        return False
+    logger.info("the provider already held the chunk; recorded", extra={"chunk": index})
+    store.update_batch(batch_id, add={"submissions": 1})
+    return True
+
+
 # --- check ------------------------------------------------------------------------------------------
 def _bounds(batch: dict[str, Any], provider: Provider) -> polling.PollBounds:
     caps = provider.capabilities
     override = (batch.get("options") or {}).get("pollIntervalSeconds")
     low = max(caps.min_poll_seconds, float(override)) if override else caps.min_poll_seconds
     return polling.PollBounds(min_seconds=min(low, caps.max_poll_seconds), max_seconds=caps.max_poll_seconds)
+
+
+def _policy_seconds(real: float) -> float:
+    """Real seconds as the policy should see them: under a time scale (the local runtime) the policy
+    reasons in provider time, and :func:`_scaled_wait` scales its answer back."""
+    return real / get_settings().poll_time_scale
 
 
 def _scaled_wait(seconds: float, batch: dict[str, Any]) -> int:
@@ -264,9 +324,9 @@ def check_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) 
     poll_count = int(batch.get("pollCount", 0))
     if BatchStatus(batch["status"]).is_terminal or batch.get("cancelRequested"):
         return Step(done=True, poll_count=poll_count)
-    if _epoch() >= batch["deadlineAt"]:
+    if _epoch() >= batch["deadlineAt"] or poll_count >= MAX_ROUNDS:
         store.update_batch(batch_id, set_={"deadlineReached": True})
-        logger.info("deadline reached", extra={"polls": poll_count})
+        logger.info("deadline or round budget reached", extra={"polls": poll_count})
         return Step(done=True, poll_count=poll_count)
 
     provider = _provider_for(batch)
@@ -319,15 +379,15 @@ def check_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) 
     started = _parse_time(batch.get("submittedAt") or batch["createdAt"])
     wait, state = polling.next_wait(
         state=state,
-        elapsed=_epoch() - started,
-        remaining=batch["deadlineAt"] - _epoch(),
+        elapsed=_policy_seconds(_epoch() - started),
+        remaining=_policy_seconds(batch["deadlineAt"] - _epoch()),
         progress=progress,
         retry_after=retry_after,
         bounds=_bounds(batch, provider),
         seed=batch_id,
     )
     if wait_hint:
-        wait = max(wait, min(wait_hint, batch["deadlineAt"] - _epoch()))
+        wait = max(wait, min(wait_hint, _policy_seconds(batch["deadlineAt"] - _epoch())))
     store.update_batch(
         batch_id,
         set_={"progress": progress, "pollState": state.model_dump(), "status": BatchStatus.RUNNING.value},
@@ -423,11 +483,13 @@ def collect_batch(
     chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
     reason = _abandon_reason(batch, failure)
     provider: Provider | None = None
+    worked = False
     for chunk in chunks:
         if chunk["state"] in DONE:
             continue
-        if time_left() < SAFETY_MARGIN_SECONDS:
+        if worked and time_left() < SAFETY_MARGIN_SECONDS:  # at least one chunk per call
             break
+        worked = True
         if chunk["state"] in (ChunkState.COMPLETED, ChunkState.FAILED) and chunk.get("providerRef"):
             provider = provider or _provider_for(batch)
             _collect_chunk(store, batch, provider, chunk)
@@ -501,6 +563,8 @@ def _collect_chunk(store: Store, batch: dict[str, Any], provider: Provider, chun
         _write_chunk(store, batch, chunk, ChunkState.COLLECTED, outcomes)
     except errors.ResultsExpiredError as exc:
         error = ErrorInfo(code=exc.code, message=exc.message)
+        # Recorded on the batch too, so a batch whose results are all gone says so, not "no job succeeded".
+        store.update_batch(batch["batchId"], set_={"error": error.model_dump()})
         _write_chunk(
             store,
             batch,
