@@ -202,3 +202,26 @@ def test_providers_lists_capabilities(stack):
     ivvy = next(p for p in response["providers"] if p["name"] == "ivvy")
     assert ivvy["maxJobsPerSubmit"] == 200
     assert ivvy["supportsCallback"] is True
+
+
+def test_jobs_shaped_for_another_operation_are_refused_before_anything_is_written(
+    stack, snapshot, os1_connection
+):
+    # Given an "update" batch whose second job is shaped as a create
+    before = snapshot()
+    jobs = [
+        {"id": "driver:7f1e0c1e-4a3b-4c55-9d7e-2b1f0e4c9a11", "properties": {"hub": "north"}},
+        {"uniqueCode": "DRV-1", "name": "New driver"},
+    ]
+    body = {
+        "provider": "os1",
+        "connection": os1_connection,
+        "jobs": jobs,
+        "options": {"participantType": "drivers", "operation": "update"},
+    }
+    status, response = stack.api("POST", "/batches", body)
+    # Then the API names the job and the reason, and writes nothing
+    assert status == 422
+    assert field_names(response) == ["jobs[1]"]
+    assert "update" in response["error"]["message"]
+    assert snapshot() == before

@@ -150,3 +150,20 @@ def test_cancelling_a_running_batch_ends_it_cancelled_with_every_outcome(stack, 
     # and cancelling it again is a clear conflict
     status, body = stack.api("POST", f"/batches/{batch_id}/cancel")
     assert (status, body["error"]["code"]) == (409, "BATCH_FINISHED")
+
+
+def test_a_chunk_ivvy_loses_fails_alone_and_the_rest_of_the_batch_completes(stack, sim, ivvy_connection):
+    # Given a two-chunk batch that takes a few seconds
+    sim.job_seconds = 4.0
+    batch_id = submit(stack, ivvy_connection, booking_session_jobs(250))
+    stack.wait_until(lambda: sim.submissions == 2, timeout=30)
+    # When iVvy loses the first chunk's batch while it runs
+    first = next(iter(sim.batches))
+    sim.expire(first)
+    view = stack.wait_for_batch(batch_id, timeout=90)
+    # Then that chunk's 200 jobs are not processed, with the reason, and the other chunk's 50 succeed
+    assert view["status"] == "PARTIALLY_SUCCEEDED"
+    assert view["counts"] == {"total": 250, "succeeded": 50, "failed": 0, "notProcessed": 200}
+    lines = stack.result_lines(batch_id)
+    assert {line["error"]["code"] for line in lines[:200]} == {"RESULTS_EXPIRED"}
+    assert {line["outcome"] for line in lines[200:]} == {"succeeded"}

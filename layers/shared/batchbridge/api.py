@@ -121,6 +121,8 @@ def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], 
     except ValidationError as exc:
         details.extend(_details(exc, "options"))
         options = {}
+    if not details:
+        details.extend(cls.validate_batch(options, request.jobs))
     deadline = request.deadline_seconds or caps.default_deadline_seconds
     if deadline > caps.max_deadline_seconds:
         details.append(

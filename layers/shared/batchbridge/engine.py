@@ -345,8 +345,18 @@ def check_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None) 
         if isinstance(result, errors.RETRYABLE_ERRORS):
             transient = transient or result
             continue
+        if isinstance(result, errors.ProviderJobFailedError | errors.ResultsExpiredError):
+            # This chunk's job is gone at the provider: it fails alone; collect records why.
+            error = ErrorInfo(code=result.code, message=result.message)
+            chunk["state"] = ChunkState.FAILED.value
+            store.update_chunk(
+                batch_id,
+                chunk["index"],
+                {"state": ChunkState.FAILED.value, "error": error.model_dump(), "finishedAt": now_iso()},
+            )
+            continue
         if isinstance(result, BaseException):
-            raise result  # fail closed: unknown status, auth, expired
+            raise result  # fail closed: unknown status, credentials, configuration
         if result is None:
             continue  # not checked this round (time budget)
         chunk["progress"] = result.progress
@@ -561,7 +571,8 @@ def _collect_chunk(store: Store, batch: dict[str, Any], provider: Provider, chun
             provider.collect(_chunk_info(batch, chunk), jobs, report), chunk["firstJob"], jobs
         )
         _write_chunk(store, batch, chunk, ChunkState.COLLECTED, outcomes)
-    except errors.ResultsExpiredError as exc:
+    except (errors.ResultsExpiredError, errors.ProviderJobFailedError) as exc:
+        # No per-record results can be had: whether the provider applied these jobs is unknown.
         error = ErrorInfo(code=exc.code, message=exc.message)
         # Recorded on the batch too, so a batch whose results are all gone says so, not "no job succeeded".
         store.update_batch(batch["batchId"], set_={"error": error.model_dump()})

@@ -87,6 +87,14 @@ class Provider(ABC):
         self.connection = connection
         self.client = client
 
+    @classmethod
+    def validate_batch(cls, options: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+        """Checks that need the batch's options and its jobs together; ``[{"field", "message"}]`` problems.
+
+        Runs at ``POST /batches`` after each job and the options passed their own models.
+        """
+        return []
+
     @abstractmethod
     def submit(self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]]) -> str:
         """Send one chunk; return the provider's reference for it. Never retries on its own."""
@@ -104,6 +112,20 @@ class Provider(ABC):
     def cancel(self, chunk: ChunkInfo) -> bool:
         """Cancel the chunk at the provider; True when the provider confirmed it."""
         raise CancelNotSupportedError(f"{self.capabilities.name} has no cancel operation")
+
+    def find_submission(self, chunk: ChunkInfo) -> str | None:
+        """The provider's reference for this chunk if the provider shows that it accepted it, else None.
+
+        The core asks this only when a submit's answer was lost (the request went out, no usable answer
+        came back) or an earlier attempt stopped while the chunk was being submitted. A reference found
+        here is recorded as if ``submit`` had returned it, so the batch carries on without sending the
+        chunk again. None means "cannot tell" -- the default, for providers that cannot list what they
+        hold -- and the batch ends NEEDS_ATTENTION naming the chunk. "Not found" must also answer None,
+        never a signal to resubmit: a request that timed out may still be in flight at the provider.
+        Only a match that names this very chunk (e.g. a context string the submit sent) counts, and
+        more than one match answers None too. Errors raised here are treated as "cannot tell".
+        """
+        return None
 
     def callback_ref(self, body: Any) -> str | None:
         """The provider reference a callback body names, if the provider's callbacks name one."""

@@ -733,6 +733,16 @@ class OS1Provider(Provider):
             raise ProviderResponseError(f"{what}: unexpected {_problem(response, what=what).text}")
         return parse_status(json_body(response, what=what), what=what)
 
+    @classmethod
+    def validate_batch(cls, options: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+        """Every job must have the shape of the batch's operation (create or update)."""
+        operation = OS1Options.model_validate(options).operation
+        return [
+            {"field": f"jobs[{i}]", "message": plan.reason or "shaped for the other operation"}
+            for i, plan in enumerate(plan_chunk(jobs, operation))
+            if plan.kind == "shape"
+        ][:10]
+
     def callback_ref(self, body: Any) -> str | None:
         """The simulator (and our reading of OS1) posts ``{"batchId", "status"}``; the body is only a hint."""
         ref = body.get("batchId") if isinstance(body, dict) else None
