@@ -28,7 +28,7 @@ demo: $(STAMP)  ## run a real iVvy batch end to end on the local stack
 	@$(BIN)/python -m batchbridge_local demo $(ARGS)
 
 test: $(STAMP)  ## lint, validate the template, and run every test
-	@$(MAKE) --no-print-directory lint validate
+	@$(MAKE) --no-print-directory lint typecheck validate
 	@$(BIN)/pytest -n 2 --dist loadgroup -q
 
 test-fast: $(STAMP)  ## unit and integration tests only

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
 
 from batchbridge import aws
@@ -129,7 +129,7 @@ class Store:
         expression = "SET " + ", ".join(sets)
         if adds:
             expression += " ADD " + ", ".join(adds)
-        condition = Attr("pk").exists()
+        condition: ConditionBase = Attr("pk").exists()
         if only_if_not_terminal:
             terminal = [s.value for s in BatchStatus if s.is_terminal]
             condition = condition & ~Attr("status").is_in(terminal)
