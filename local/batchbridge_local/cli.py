@@ -97,6 +97,8 @@ def _follow(stack: Any, batch_id: str, timeout: float) -> dict[str, Any]:
 def _summary(stack: Any, view: dict[str, Any]) -> None:
     counts = view.get("counts", {})
     table = Table(title=f"Batch {view['batchId']}", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for key, value in [
         ("status", view["status"]),
         ("jobs", view["jobCount"]),
@@ -104,7 +106,7 @@ def _summary(stack: Any, view: dict[str, Any]) -> None:
         ("succeeded", counts.get("succeeded")),
         ("failed", counts.get("failed")),
         ("not processed", counts.get("notProcessed")),
-        ("polls", view.get("polls")),
+        ("rounds (submit + checks)", view.get("polls")),
         ("est. Step Functions cost", f"${view.get('estimatedCostUsd', 0):.5f}"),
         ("results (JSON Lines)", f"s3://{view['results']['bucket']}/{view['results']['key']}"),
         ("outcome rows", f"DynamoDB {stack.table_name}, pk BATCH#{view['batchId']}"),
