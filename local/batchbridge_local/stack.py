@@ -135,6 +135,7 @@ class LocalStack:
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
         self._route_lambda()
+        self._atomic_dynamodb_writes()
         resources = self.template["Resources"]
         names = self._names(resources)
         resolver = tpl.Resolver(*names, pseudo=self._pseudo())
@@ -150,6 +151,12 @@ class LocalStack:
             self._front.shutdown()
             self._front.server_close()
             self._front = None
+        if getattr(self, "_unpatched", None):
+            from moto.dynamodb.models import DynamoDBBackend
+
+            for name, original in self._unpatched.items():
+                setattr(DynamoDBBackend, name, original)
+            self._unpatched = {}
         if self._original_invoke is not None:
             LambdaFunction.invoke = self._original_invoke
             self._original_invoke = None
@@ -343,6 +350,25 @@ class LocalStack:
         host, port = self._front.server_address[:2]
         self.api_url = f"http://{host}:{port}/v1"
         self._set_env("CALLBACK_BASE_URL", self.api_url)
+
+    def _atomic_dynamodb_writes(self) -> None:
+        """DynamoDB checks a write's condition and applies it atomically; moto does not lock between the
+        two, so concurrent conditional writes could both win. Serialise writes, as the service behaves."""
+        from moto.dynamodb.models import DynamoDBBackend
+
+        lock = threading.RLock()
+        self._unpatched: dict[str, Any] = {}
+        for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+            original = getattr(DynamoDBBackend, name, None)
+            if original is None:
+                continue
+            self._unpatched[name] = original
+
+            def atomic(backend: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                with lock:
+                    return _original(backend, *args, **kwargs)
+
+            setattr(DynamoDBBackend, name, atomic)
 
     # --- Lambda routing ---------------------------------------------------------------------------
     def _route_lambda(self) -> None:

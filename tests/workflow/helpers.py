@@ -33,3 +33,21 @@ def by_outcome(lines: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for line in lines:
         grouped[line["outcome"]].append(line)
     return grouped
+
+
+def assert_settled(
+    stack: Any, batch_id: str, job_count: int, status: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The batch ended with ``status``, every job has exactly one outcome (S3 line and DynamoDB row, indexes
+    0..n-1 once each), and exactly one event with that status was published. Returns the final view."""
+    view = stack.wait_for_batch(batch_id, timeout=timeout)
+    assert view["status"] == status, view
+    lines = stack.result_lines(batch_id)
+    assert sorted(line["index"] for line in lines) == list(range(job_count)), lines
+    rows = stack.outcome_rows(batch_id)
+    assert sorted(int(row["index"]) for row in rows) == list(range(job_count))
+    assert view["counts"]["total"] == job_count
+    received = the_event(stack, batch_id)
+    assert received["attributes"]["status"] == status
+    assert received["event"]["data"]["status"] == status
+    return dict(view)

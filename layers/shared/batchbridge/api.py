@@ -175,12 +175,7 @@ def create_batch(
         body_hash = hashlib.sha256(request.model_dump_json(by_alias=True).encode()).hexdigest()
         existing = store.claim_idempotency_key(idempotency_key, body_hash, batch_id)
         if existing is not None:
-            if existing.get("bodyHash") != body_hash:
-                raise IdempotencyConflictError(
-                    "this Idempotency-Key was used for a different request body; "
-                    "use a new key for a new batch"
-                )
-            return 200, _accepted(existing["batchId"], base_path, replay=True)
+            return _replay(store, existing, body_hash, base_path)
 
     created = now_iso()
     record = {
@@ -224,6 +219,31 @@ def create_batch(
         raise
     logger.info("batch accepted", extra={"batch_id": batch_id, "jobs": len(request.jobs)})
     return 202, _accepted(batch_id, base_path)
+
+
+def _replay(
+    store: Store, existing: dict[str, Any], body_hash: str, base_path: str
+) -> tuple[int, dict[str, Any]]:
+    """A key seen before: the same body gets the same batch; a different body is refused."""
+    if existing.get("bodyHash") is None:  # the first request gave the key back (it failed) a moment ago
+        raise RequestError(
+            409, "IDEMPOTENCY_KEY_IN_USE", "a request with this Idempotency-Key just failed; retry"
+        )
+    if existing["bodyHash"] != body_hash:
+        raise IdempotencyConflictError(
+            "this Idempotency-Key was used for a different request body; use a new key for a new batch"
+        )
+    try:
+        store.get_batch(existing["batchId"])
+    except BatchBridgeError:
+        # The first request with this key is still being accepted (or is being undone): never hand out an
+        # id that may not come to exist.
+        raise RequestError(
+            409,
+            "IDEMPOTENCY_KEY_IN_USE",
+            "a request with this Idempotency-Key is still being accepted; retry",
+        ) from None
+    return 200, _accepted(existing["batchId"], base_path, replay=True)
 
 
 def _undo(store: Store, batch_id: str, written: list[str], idempotency_key: str | None) -> None:

@@ -40,7 +40,7 @@ SAFETY_MARGIN_SECONDS = 10.0
 # Rounds (submit attempts plus status checks) one batch may use. The state machine's own cap
 # (statemachine/batch.asl.json, "MaxRounds" guards) sits a little above it as the backstop, and
 # tests/unit/test_history_bound.py derives from both that an execution stays under 25,000 events.
-MAX_ROUNDS = 480
+MAX_ROUNDS = 430
 UNFINISHED = (ChunkState.PENDING, ChunkState.SUBMITTING, ChunkState.RUNNING)
 DONE = (ChunkState.COLLECTED, ChunkState.ABANDONED)
 
@@ -490,15 +490,19 @@ def collect_batch(
     batch = store.get_batch(batch_id)
     if not BatchStatus(batch["status"]).is_terminal:
         store.update_batch(batch_id, set_={"status": BatchStatus.COLLECTING.value})
-    chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
     reason = _abandon_reason(batch, failure)
     provider: Provider | None = None
     worked = False
-    for chunk in chunks:
+    left = 0
+    # One pass over the chunks, read a page at a time in index order: memory stays flat whatever the
+    # chunk count. Every chunk worked on here ends COLLECTED or ABANDONED (or the call raises), so the
+    # chunks left are those not reached in this call's time budget.
+    for chunk in store.iter_chunks(batch_id):
         if chunk["state"] in DONE:
             continue
         if worked and time_left() < SAFETY_MARGIN_SECONDS:  # at least one chunk per call
-            break
+            left += 1
+            continue
         worked = True
         if chunk["state"] in (ChunkState.COMPLETED, ChunkState.FAILED) and chunk.get("providerRef"):
             provider = provider or _provider_for(batch)
@@ -516,7 +520,7 @@ def collect_batch(
             if chunk["state"] == ChunkState.RUNNING:
                 provider = provider or _try_provider(batch)
                 _cancel_quietly(provider, batch, chunk)
-            error = ErrorInfo(code=reason[0], message=reason[1])
+            error = _left_over_error(store, batch, chunk, reason)
             _write_chunk(
                 store,
                 batch,
@@ -524,8 +528,26 @@ def collect_batch(
                 ChunkState.ABANDONED,
                 _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, error),
             )
-    left = sum(1 for c in store.list_chunks(batch_id) if c["state"] not in DONE)
     return Step(remaining=left, done=left == 0)
+
+
+def _left_over_error(
+    store: Store, batch: dict[str, Any], chunk: dict[str, Any], reason: tuple[str, str]
+) -> ErrorInfo:
+    """Why an unfinished chunk's jobs are not processed. A chunk still SUBMITTING was being sent when a
+    run stopped (a crash or timeout the workflow did not retry): the provider may hold it, so it is not
+    sent again and the batch is marked for a person (it ends NEEDS_ATTENTION, naming the chunk)."""
+    if chunk["state"] != ChunkState.SUBMITTING:
+        return ErrorInfo(code=reason[0], message=reason[1])
+    batch["ambiguousChunk"] = chunk["index"]
+    store.update_batch(batch["batchId"], set_={"ambiguousChunk": chunk["index"]})
+    return ErrorInfo(
+        code=errors.AmbiguousSubmitError.code,
+        message=(
+            f"chunk {chunk['index']} was being submitted when the batch stopped; the provider may have "
+            "accepted it, so it was not sent again and this job's outcome is unknown"
+        ),
+    )
 
 
 def _abandon_reason(batch: dict[str, Any], failure: Failure | None) -> tuple[str, str]:
@@ -619,7 +641,8 @@ def _gap(start: int, stop: int, first: int, jobs: Sequence[dict[str, Any]]) -> I
 
 def _write_chunk(
     store: Store, batch: dict[str, Any], chunk: dict[str, Any], state: ChunkState, outcomes: Iterable[Outcome]
-) -> None:
+) -> dict[str, int]:
+    """Write a chunk's outcomes and mark it ``state``; returns the counts it recorded on the chunk."""
     counts = Counts()
 
     def records() -> Iterator[dict[str, Any]]:
@@ -631,11 +654,11 @@ def _write_chunk(
     # One pass over the outcomes feeds both sinks: rows are buffered by the batch writer (25 at a time)
     # while lines spool to a temporary file, so memory stays flat whatever the chunk size.
     store.put_lines(chunk_outcomes_key(batch_id, chunk["index"]), _tee_rows(store, batch_id, records()))
+    recorded = counts.model_dump(by_alias=True)
     store.update_chunk(
-        batch_id,
-        chunk["index"],
-        {"state": state.value, "counts": counts.model_dump(by_alias=True), "collectedAt": now_iso()},
+        batch_id, chunk["index"], {"state": state.value, "counts": recorded, "collectedAt": now_iso()}
     )
+    return recorded
 
 
 def _tee_rows(store: Store, batch_id: str, records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -659,33 +682,29 @@ def finalize_batch(batch_id: str, failure: Failure | None, store: Store | None =
     if BatchStatus(batch["status"]).is_terminal and batch.get("finishedAt"):
         return sns_message(batch)  # a retry after success: same event again
 
-    chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
-    leftover = [c for c in chunks if c["state"] not in DONE]
-    if leftover:  # collect could not finish: every job still gets exactly one outcome
-        code, message = _abandon_reason(batch, failure)
-        for chunk in leftover:
-            _write_chunk(
+    # One pass over the chunks, read a page at a time: memory does not grow with their number (only the
+    # list of chunk indexes does, a few bytes each).
+    reason = _abandon_reason(batch, failure)
+    counts = Counts()
+    indexes: list[int] = []
+    for chunk in store.iter_chunks(batch_id):
+        if chunk["state"] not in DONE:  # collect could not finish: every job still gets exactly one outcome
+            why = _left_over_error(store, batch, chunk, reason)
+            chunk["counts"] = _write_chunk(
                 store,
                 batch,
                 chunk,
                 ChunkState.ABANDONED,
-                _uniform(
-                    store, batch, chunk, OutcomeKind.NOT_PROCESSED, ErrorInfo(code=code, message=message)
-                ),
+                _uniform(store, batch, chunk, OutcomeKind.NOT_PROCESSED, why),
             )
-        chunks = sorted(store.list_chunks(batch_id), key=lambda c: c["index"])
-
-    counts = Counts()
-    for chunk in chunks:
+        indexes.append(chunk["index"])
         part = Counts.model_validate(chunk.get("counts") or {})
         counts.succeeded += part.succeeded
         counts.failed += part.failed
         counts.not_processed += part.not_processed
         counts.total += part.total
-    if chunks:
-        store.concat_objects(
-            (chunk_outcomes_key(batch_id, c["index"]) for c in chunks), results_key(batch_id)
-        )
+    if indexes:
+        store.concat_objects((chunk_outcomes_key(batch_id, i) for i in indexes), results_key(batch_id))
     else:
         store.put_lines(results_key(batch_id), [])
 
@@ -699,7 +718,7 @@ def finalize_batch(batch_id: str, failure: Failure | None, store: Store | None =
         "resultsKey": results_key(batch_id),
         "finishedAt": finished,
         "durationSeconds": duration,
-        "estimatedCostUsd": polling.estimated_cost_usd(estimated_transitions(polls, len(chunks))),
+        "estimatedCostUsd": polling.estimated_cost_usd(estimated_transitions(polls, len(indexes))),
     }
     if error is not None:
         values["error"] = error.model_dump()
@@ -721,7 +740,17 @@ def _final_status(
         info = failure.info()
         if failure.error == errors.AmbiguousSubmitError.__name__:
             return BatchStatus.NEEDS_ATTENTION, info
-        return BatchStatus.FAILED, info
+    if batch.get("ambiguousChunk") is not None:  # a run stopped while a chunk was being sent
+        message = (
+            f"chunk {batch['ambiguousChunk']} may have been accepted by the provider; it was not sent again"
+        )
+        if failure is not None:
+            message += f" (the run stopped: {failure.info().message})"
+        return BatchStatus.NEEDS_ATTENTION, ErrorInfo(
+            code=errors.AmbiguousSubmitError.code, message=message[:1000]
+        )
+    if failure is not None:
+        return BatchStatus.FAILED, failure.info()
     if batch.get("deadlineReached"):
         return BatchStatus.TIMED_OUT, ErrorInfo(
             code="DEADLINE_EXCEEDED", message="the batch deadline passed before the provider finished"

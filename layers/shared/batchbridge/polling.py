@@ -51,7 +51,7 @@ USD_PER_TRANSITION = 0.025 / 1000
 #: machine's "Batch Finished?" guard is the backstop above it. Every wait is at least
 #: ``MIN_WAIT_SECONDS`` and ``APPROACH_MARGIN`` of the running time, so a batch with a deadline of a
 #: day makes fewer than 500 polls whatever the provider reports: the cap is a safety net.
-MAX_POLLS = 400
+MAX_POLLS = 380
 
 #: With nothing to go on, wait this fraction of the time the job has run so far: the end of a job is
 #: then seen at most 20 % of its duration late.

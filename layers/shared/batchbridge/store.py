@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from botocore.exceptions import ClientError
@@ -177,16 +177,24 @@ class Store:
         return True
 
     def list_chunks(self, batch_id: str) -> list[dict[str, Any]]:
-        chunks: list[dict[str, Any]] = []
+        return list(self.iter_chunks(batch_id, page_size=None))
+
+    def iter_chunks(self, batch_id: str, *, page_size: int | None = 25) -> Iterator[dict[str, Any]]:
+        """The batch's chunk items in index order, read ``page_size`` at a time, so that a caller going
+        through them one by one holds one page, whatever the chunk count (``None``: DynamoDB's 1 MB pages).
+        Chunk items may be updated while this runs: pages continue from the last key read."""
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key("pk").eq(_pk(batch_id)) & Key("sk").begins_with("CHUNK#"),
             "ConsistentRead": True,
         }
+        if page_size is not None:
+            kwargs["Limit"] = page_size
         while True:
             page = self.table.query(**kwargs)
-            chunks.extend(to_plain(item) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                yield to_plain(item)
             if "LastEvaluatedKey" not in page:
-                return chunks
+                return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def update_chunk(
@@ -278,8 +286,7 @@ class Store:
             for record in records:
                 spool.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
                 count += 1
-            spool.seek(0)
-            self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
+            self._put_spool(key, spool)
         return count
 
     def iter_lines(self, key: str) -> Iterator[dict[str, Any]]:
@@ -295,10 +302,14 @@ class Store:
                 body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
                 for piece in body.iter_chunks(chunk_size=1 << 20):
                     spool.write(piece)
-            spool.seek(0)
-            self.s3.upload_fileobj(
-                spool, self.bucket, target, ExtraArgs={"ContentType": "application/x-ndjson"}
-            )
+            self._put_spool(target, spool)
+
+    def _put_spool(self, key: str, spool: IO[bytes]) -> None:
+        """Upload a spooled JSON Lines file as one streamed PUT (a single PUT takes up to 5 GB). Not
+        ``upload_fileobj``: above 8 MB it reads the file into memory in parts, up to ten at a time, so a
+        100,000-outcome results file would cost some 35 MB of memory instead of a flat 2 MB."""
+        spool.seek(0)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=spool, ContentType="application/x-ndjson")
 
     def object_exists(self, key: str) -> bool:
         try:

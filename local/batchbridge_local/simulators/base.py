@@ -50,7 +50,9 @@ class Response:
 class Faults:
     """Transport-level faults, applied to the next N matching requests, then spent.
 
-    ``only_paths`` narrows every knob to requests whose path contains one of the given fragments.
+    ``only_paths`` narrows every knob to requests whose path, query string included, contains one of the
+    given fragments (so ``"action=run"`` picks one iVvy action); ``only_methods`` narrows them to those
+    HTTP methods (``("POST",)`` tells an OS1 create from a status read on the same path).
     ``drop_after_handling`` drops the connection *after* the request was acted on (an ambiguous submit).
     """
 
@@ -63,8 +65,11 @@ class Faults:
     malformed_next: int = 0
     truncated_next: int = 0
     only_paths: tuple[str, ...] = ()
+    only_methods: tuple[str, ...] = ()
 
-    def applies(self, path: str) -> bool:
+    def applies(self, path: str, method: str | None = None) -> bool:
+        if self.only_methods and method is not None and method.upper() not in self.only_methods:
+            return False
         return not self.only_paths or any(p in path for p in self.only_paths)
 
 
@@ -124,9 +129,9 @@ class Simulator:
             return [r for r in self.requests if fragment in r.raw_path]
 
     # -- internals -----------------------------------------------------------------------------------
-    def _take(self, knob: str, path: str) -> bool:
+    def _take(self, knob: str, request: Request) -> bool:
         with self._lock:
-            if getattr(self.faults, knob) > 0 and self.faults.applies(path):
+            if getattr(self.faults, knob) > 0 and self.faults.applies(request.raw_path, request.method):
                 setattr(self.faults, knob, getattr(self.faults, knob) - 1)
                 return True
             return False
@@ -134,20 +139,20 @@ class Simulator:
     def _dispatch(self, request: Request) -> Response:
         with self._lock:
             self.requests.append(request)
-        if self.faults.latency_seconds and self.faults.applies(request.path):
+        if self.faults.latency_seconds and self.faults.applies(request.raw_path, request.method):
             time.sleep(self.faults.latency_seconds)
-        if self._take("drop_next", request.path):
+        if self._take("drop_next", request):
             raise _Dropped
-        if self._take("throttle_next", request.path):
+        if self._take("throttle_next", request):
             return self.throttled_response(self.faults.retry_after_seconds)
-        if self._take("server_error_next", request.path):
+        if self._take("server_error_next", request):
             return self.server_error_response()
         response = self.route(request)
-        if self._take("drop_after_handling_next", request.path):
+        if self._take("drop_after_handling_next", request):
             raise _Dropped
-        if self._take("malformed_next", request.path):
+        if self._take("malformed_next", request):
             return Response(response.status, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
-        if self._take("truncated_next", request.path):
+        if self._take("truncated_next", request):
             body = response.encoded()
             return Response(response.status, body[: max(1, len(body) // 2)], response.headers)
         return response

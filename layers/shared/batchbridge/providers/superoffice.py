@@ -67,6 +67,7 @@ STATE_PATH = "/api/state/{context}"
 EXECUTE_PATH = "/api/v1/Agents/BulkUpdate/ExecuteByEntityIds"
 RESULT_PATH = "/api/v1/Agents/BulkUpdate/GetJobResultAsJsonFromBinaryObjectId"
 TASK_INFO_PATH = "/api/v1/Agents/Batch/GetBatchTaskInfo"
+TASKS_BY_ASSOCIATES_PATH = "/api/v1/Agents/Batch/GetBatchTaskInfosByAssociates"
 STOP_PATH = "/api/v1/Agents/Batch/StopBatchJob"
 
 MIN_POLL_SECONDS = 15
@@ -482,9 +483,7 @@ class SuperOfficeProvider(Provider):
         body = {
             "FieldValueInfos": [f.model_dump(by_alias=True) for f in options.field_value_infos],
             "TableName": options.table_name,
-            "Context": options.context
-            if options.context is not None
-            else f"batchbridge:{chunk.batch_id}:{chunk.index}",
+            "Context": options.context if options.context is not None else _default_context(chunk),
             "Ids": ",".join(str(i) for i in ids),
         }
         response = self._post(EXECUTE_PATH, body, what=what, safe_to_repeat=False)
@@ -501,6 +500,50 @@ class SuperOfficeProvider(Provider):
         task_id = json_body(response, what=what)
         if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id <= 0:
             raise ProviderResponseError(f"{what}: expected a batch task id (a positive int), got {task_id!r}")
+        return str(task_id)
+
+    def find_submission(self, chunk: ChunkInfo) -> str | None:
+        """Find the batch task a lost submit answer would have named, by the ``Context`` it carried.
+
+        Lists the tasks of the connection's ``associateId`` (setting: the associate whose credentials
+        start the mass updates) with ``GetBatchTaskInfosByAssociates`` and picks the one whose Context is
+        this chunk's ``batchbridge:<batch id>:<chunk index>``. None (cannot tell) without an
+        ``associateId``, when the batch set its own ``context`` (shared by every chunk, so not proof),
+        and unless exactly one task matches.
+        """
+        what = f"SuperOffice batch task lookup (chunk {chunk.index})"
+        options = self._options(chunk, what=what)
+        associate = self.connection.settings.get("associateId")
+        if options.context is not None or isinstance(associate, bool) or not isinstance(associate, int):
+            logger.info(
+                "SuperOffice cannot look the chunk up (no associateId setting, or a custom context)",
+                extra={"chunk": chunk.index},
+            )
+            return None
+        try:
+            response = self._post(TASKS_BY_ASSOCIATES_PATH, {"AssociateIds": [associate]}, what=what)
+        except ProviderNotReadyError as exc:
+            raise ProviderUnavailableError(exc.message) from exc
+        raise_for_transient(response, what=what)
+        if response.status_code != 200:
+            raise ProviderResponseError(f"{what}: unexpected {vendor_error(response)}")
+        tasks = json_body(response, what=what)
+        if not isinstance(tasks, list):
+            raise ProviderResponseError(
+                f"{what}: expected an array of BatchTaskInfo, got {type(tasks).__name__}"
+            )
+        wanted = _default_context(chunk)
+        found = [task.get("Id") for task in tasks if isinstance(task, dict) and task.get("Context") == wanted]
+        if len(found) != 1:
+            if found:
+                logger.warning(
+                    "SuperOffice holds several batch tasks for one chunk", extra={"chunk": chunk.index}
+                )
+            return None
+        task_id = found[0]
+        if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id <= 0:
+            raise ProviderResponseError(f"{what}: the matching task's Id is {task_id!r}, not a positive int")
+        logger.info("SuperOffice already holds the chunk", extra={"chunk": chunk.index, "task": task_id})
         return str(task_id)
 
     # -- status ----------------------------------------------------------------------------------------
@@ -724,6 +767,11 @@ class SuperOfficeProvider(Provider):
                 extra={"task": task_id},
             )
         return stopped
+
+
+def _default_context(chunk: ChunkInfo) -> str:
+    """The Context a mass update carries unless the batch names its own: unique per chunk."""
+    return f"batchbridge:{chunk.batch_id}:{chunk.index}"
 
 
 def _progress(info: _TaskInfo) -> float | None:
