@@ -10,7 +10,12 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock | sha1sum | cut -c
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench lock clean
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory lock clean
+.PHONY: security cfn-lint checkov audit lock-tools
+
+# checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell cat requirements/tools.lock | sha1sum | cut -c1-12)
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,6 +28,11 @@ $(STAMP): requirements/dev.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)  ## create .venv and install the locked dependencies
+
+$(TOOLS_STAMP): requirements/tools.lock | $(STAMP)
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON_BOOT) -m venv $(TOOLS_VENV)
+	@$(BIN)/uv pip install --quiet --python $(TOOLS_VENV)/bin/python -r requirements/tools.lock
+	@rm -f $(TOOLS_VENV)/.installed-* && touch $@
 
 demo: $(STAMP)  ## run a real iVvy batch end to end on the local stack
 	@$(BIN)/python -m batchbridge_local demo $(ARGS)
@@ -49,8 +59,45 @@ build: $(STAMP)  ## sam build (arm64 layer and functions)
 bench: $(STAMP)  ## polling cost benchmark
 	@$(BIN)/python -m benchmarks.polling_cost
 
+bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 6 minutes)
+	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)
+
 lock:  ## re-resolve requirements/dev.lock from requirements/dev.in
 	@$(BIN)/uv pip compile requirements/dev.in -o requirements/dev.lock --python-version 3.13
+
+security: $(STAMP) $(TOOLS_STAMP)  ## cfn-lint, checkov and pip-audit; any finding fails
+	@$(MAKE) --no-print-directory cfn-lint checkov audit
+
+cfn-lint: $(STAMP)  ## cfn-lint on template.yaml, informational rules included
+	@$(BIN)/cfn-lint --include-checks I -- template.yaml
+
+checkov: $(STAMP) $(TOOLS_STAMP)  ## checkov on the template as written and as SAM transforms it
+	@$(BIN)/python -m batchbridge_local.sam_transform template.yaml .aws-sam/checkov/template.json
+	@$(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
+		-f template.yaml -f .aws-sam/checkov/template.json
+
+# pip-audit asks PyPI's per-release JSON API (pypi.org/pypi/<name>/<version>/json) about each pin; with
+# --strict a pin it could not look up fails the run. When that API cannot be reached at all the audit
+# fails too, loudly; AUDIT_UNREACHABLE=warn turns only that case into a warning (a found vulnerability
+# always fails).
+AUDIT_UNREACHABLE ?= fail
+AUDIT_PROBE := https://pypi.org/pypi/pip/25.0/json
+audit: $(STAMP)  ## pip-audit every locked pin (dev, layer, tools) against PyPI's advisories
+	@if ! $(BIN)/python -c "import urllib.request as r; r.urlopen('$(AUDIT_PROBE)', timeout=15)" 2>/dev/null; \
+	then \
+		echo "pip-audit CANNOT RUN: PyPI's vulnerability API ($(AUDIT_PROBE)) is not reachable from here," \
+			"so no pin was checked for known vulnerabilities." >&2; \
+		test "$(AUDIT_UNREACHABLE)" = warn || exit 1; \
+	else \
+		$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+			-r requirements/dev.lock -r layers/shared/requirements.txt -r requirements/tools.lock \
+		|| { echo "pip-audit FAILED: a pin has a known vulnerability, or could not be looked up (see the" \
+			"lines above). Bump the pin in requirements/*.in and re-lock (make lock / make lock-tools)." >&2; \
+			exit 1; }; \
+	fi
+
+lock-tools:  ## re-resolve requirements/tools.lock (checkov) from requirements/tools.in
+	@$(BIN)/uv pip compile requirements/tools.in -o requirements/tools.lock --python-version 3.13
 
 clean:  ## remove build output and caches (keeps .venv)
 	rm -rf .aws-sam .pytest_cache .ruff_cache .mypy_cache

@@ -3,6 +3,7 @@ GET /providers."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -13,11 +14,28 @@ from batchbridge import api
 from batchbridge.errors import BatchBridgeError, BatchNotFoundError, IdempotencyConflictError
 from batchbridge.observability import logger, metrics, tracer
 
-app = APIGatewayRestResolver()
+# A callback only has to name its chunk (the provider is then asked to confirm it); iVvy's embeds the
+# chunk's results, so the cap is generous. The create route has its own limit (MAX_BODY_BYTES).
+CALLBACK_MAX_BYTES = 1024 * 1024
+
+
+def _serialize(body: Any) -> str:
+    """Compact JSON in which ``<``, ``>`` and ``&`` are escaped, so that no input echoed in an error can
+    ever be read as markup, whatever a client makes of the response."""
+    text = json.dumps(body, separators=(",", ":"), default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+# debug=False always: a traceback never goes back to the caller, whatever POWERTOOLS_DEV says.
+app = APIGatewayRestResolver(serializer=_serialize, debug=False)
+
+_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=dict(_HEADERS)
+    )
 
 
 def _base_path() -> str:
@@ -62,7 +80,10 @@ def cancel_batch(batch_id: str) -> Response:
 @app.post("/callbacks/<batch_id>/<token>")
 def provider_callback(batch_id: str, token: str) -> Response:
     # No IAM here: the vendor calls this route, and the unguessable token is its credential.
-    return _json(200, api.receive_callback(batch_id, token, app.current_event.body))
+    body = app.current_event.body
+    if body is not None and len(body.encode()) > CALLBACK_MAX_BYTES:
+        return _json(413, {"error": {"code": "BODY_TOO_LARGE", "message": "the callback body is too large"}})
+    return _json(200, api.receive_callback(batch_id, token, body))
 
 
 @app.get("/providers")
@@ -77,7 +98,8 @@ def request_error(exc: api.RequestError) -> Response:
 
 @app.exception_handler(BatchNotFoundError)
 def not_found(exc: BatchNotFoundError) -> Response:
-    return _json(404, {"error": {"code": exc.code, "message": exc.message}})
+    # A fixed message: the id came from the path, unvalidated, and the caller knows what it asked for.
+    return _json(404, {"error": {"code": exc.code, "message": "no batch has that id"}})
 
 
 @app.exception_handler(IdempotencyConflictError)
@@ -93,6 +115,15 @@ def domain_error(exc: BatchBridgeError) -> Response:
 @app.not_found
 def no_route(_: Exception) -> Response:
     return _json(404, {"error": {"code": "NO_SUCH_ROUTE", "message": "no such route"}})
+
+
+@app.exception_handler(Exception)
+def unexpected(exc: Exception) -> Response:
+    # Logged in full here; the caller gets a fixed message and the request id to quote, nothing more.
+    logger.exception("unhandled error in the API")
+    ctx = app.current_event.request_context
+    message = f"internal error; quote request id {ctx.request_id}" if ctx else "internal error"
+    return _json(500, {"error": {"code": "INTERNAL_ERROR", "message": message}})
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

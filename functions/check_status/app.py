@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchbridge import engine
-from batchbridge.observability import logger, metrics, tracer
+from batchbridge.observability import logger, metrics, provider_task, tracer
 from batchbridge.tasks import TaskInput, time_left
 
 
@@ -15,5 +15,7 @@ from batchbridge.tasks import TaskInput, time_left
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.debug("task input", extra={"task_input": event})  # ids and error names, never credentials
     task = TaskInput.model_validate(event)
-    return engine.check_batch(task.batch_id, time_left(context)).dump()
+    with provider_task():  # counts ProviderCalls and ProviderErrors, re-raises
+        return engine.check_batch(task.batch_id, time_left(context)).dump()

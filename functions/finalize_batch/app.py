@@ -15,6 +15,7 @@ from batchbridge.tasks import TaskInput
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.debug("task input", extra={"task_input": event})  # ids and error names, never credentials
     task = TaskInput.model_validate(event)
     message = engine.finalize_batch(task.batch_id, task.error)
     metrics.add_metric(name=f"Batches{message['status'].title().replace('_', '')}", unit="Count", value=1)
