@@ -10,6 +10,7 @@ lists its batch tasks, so there the batch carries on).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -181,6 +182,30 @@ def test_a_429_and_a_5xx_on_submit_are_retried_and_the_chunk_is_sent_once(target
     assert target.sim.submissions == 1
     assert target.calls_to(target.spec.submit) == 3
     assert {line["outcome"] for line in target.stack.result_lines(batch_id)} == {"succeeded"}
+
+
+@providers(*ALL)
+def test_a_submit_throttled_longer_than_the_retries_last_waits_as_long_as_the_provider_asks(
+    target: Target,
+) -> None:
+    # Given the provider throttles five submits in a row, more than the workflow's Retry would try, each
+    # time saying "Retry-After: 100" (one second on the local stack's time scale of 0.01)
+    target.aim(target.spec.submit, throttle_next=5, retry_after_seconds=100)
+    # When a batch runs
+    batch_id, jobs = target.run()
+    # Then it succeeds with one submission: each 429 was met by a wait of the length the provider asked
+    # for, in the workflow's Wait state, not by the Retry's guesses
+    assert_settled(target.stack, batch_id, len(jobs), "SUCCEEDED")
+    assert target.sim.submissions == 1
+    assert target.calls_to(target.spec.submit) == 6
+    waits = [
+        e["stateEnteredEventDetails"]
+        for e in target.stack.execution_history(batch_id)
+        if e["type"] == "WaitStateEntered"
+        and e["stateEnteredEventDetails"]["name"] == "Wait Until Provider Is Ready"
+    ]
+    assert len(waits) == 5
+    assert all(json.loads(w["input"])["step"]["waitSeconds"] == 1 for w in waits)
 
 
 @providers(*ALL)

@@ -168,10 +168,9 @@ def submit_batch(batch_id: str, time_left: TimeLeft, store: Store | None = None)
 
     remaining = sum(1 for c in store.list_chunks(batch_id) if c["state"] == ChunkState.PENDING)
     if remaining:
-        scaled = not_ready_wait * get_settings().poll_time_scale
         return Step(
             remaining=remaining,
-            wait_seconds=_ceil_seconds(scaled) if not_ready_wait else 0,
+            wait_seconds=_scaled_wait(not_ready_wait, batch) if not_ready_wait else 0,
             poll_count=rounds,
         )
     store.update_batch(
@@ -209,7 +208,8 @@ def _callback_fields(batch: dict[str, Any], provider: Provider) -> dict[str, Any
 
 
 def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk: dict[str, Any]) -> float:
-    """Submit one chunk exactly once. Returns a wait in seconds when the provider is not ready."""
+    """Submit one chunk exactly once. Returns a wait in seconds when the provider is not ready (or
+    throttled the submit and said for how long)."""
     batch_id, index = batch["batchId"], chunk["index"]
     if not store.update_chunk(
         batch_id,
@@ -222,10 +222,18 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
     info = _chunk_info(batch, chunk)
     try:
         ref = provider.submit(info, jobs)
-    except (errors.ProviderThrottledError, errors.ProviderUnavailableError) as exc:
-        # The provider answered "not accepted" (or was never reached): safe to send again later.
+    except errors.ProviderThrottledError as exc:
+        # "Not accepted, come back later": safe to send again. When the provider said how much later, the
+        # workflow waits exactly that (a Wait state, within the deadline); otherwise its Retry backs off.
         store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
-        raise exc
+        if exc.retry_after:
+            logger.info("provider throttled the submit", extra={"chunk": index, "wait": exc.retry_after})
+            return exc.retry_after
+        raise
+    except errors.ProviderUnavailableError:
+        # Not accepted (or never reached): safe to send again after the workflow's Retry.
+        store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
+        raise
     except errors.ProviderNotReadyError as exc:
         store.update_chunk(batch_id, index, {"state": ChunkState.PENDING.value})
         logger.info("provider not ready", extra={"chunk": index, "wait": exc.wait_seconds})
