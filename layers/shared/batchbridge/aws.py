@@ -12,9 +12,15 @@ from botocore.config import Config
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20)
 
 
+# boto3's default session is not safe to build clients from in several threads at once (Lambda runs one
+# thread; the local runtime runs many): creation is serialised, use is not.
+_create = threading.Lock()
+
+
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+    with _create:
+        return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
 _local = threading.local()
@@ -24,7 +30,8 @@ def table(name: str) -> Any:
     """A DynamoDB Table resource; one per thread, as boto3 resources are not thread-safe."""
     tables: dict[str, Any] = _local.__dict__.setdefault("tables", {})
     if name not in tables:
-        tables[name] = boto3.resource("dynamodb", config=_CONFIG).Table(name)
+        with _create:
+            tables[name] = boto3.resource("dynamodb", config=_CONFIG).Table(name)
     return tables[name]
 
 
