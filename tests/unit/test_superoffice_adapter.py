@@ -467,6 +467,26 @@ def test_a_second_401_is_an_auth_error_without_the_secret(sim, http):
     assert sim.app_token not in str(caught.value)
 
 
+def test_a_401_re_reads_the_connection_and_retries_with_a_rotated_ticket(sim, http):
+    # Given an adapter holding yesterday's ticket, whose secret now holds the ticket SuperOffice accepts
+    reloads = []
+
+    def reload() -> Connection:
+        reloads.append(1)
+        return adapter(sim, http).connection
+
+    stale = adapter(sim, http, ticket="7T:yesterdays-ticket").connection
+    provider = SuperOfficeProvider(stale, http, reload=reload)
+    # When it submits
+    ref = provider.submit(chunk(), entities(1))
+    # Then the refused call was repeated once with the re-read ticket, and the task runs
+    assert ref.isdigit()
+    assert len(reloads) == 1
+    sent = [r.headers["authorization"] for r in sim.requests_to("ExecuteByEntityIds")]
+    assert sent == ["SOTicket 7T:yesterdays-ticket", f"SOTicket {sim.ticket}"]
+    assert sim.submissions == 1
+
+
 def test_a_wrong_ticket_is_refused(sim, http):
     with pytest.raises(ProviderAuthError, match="Authentication failed"):
         adapter(sim, http, ticket="7T:not-the-ticket").check(chunk("1000"))

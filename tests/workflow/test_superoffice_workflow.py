@@ -1,8 +1,14 @@
-"""SuperOffice through the real workflow: mixed outcomes against the simulator's truth, and a tenant in
-maintenance makes the workflow wait rather than fail."""
+"""SuperOffice through the real workflow: mixed outcomes against the simulator's truth, a tenant in
+maintenance makes the workflow wait rather than fail, and a ticket rotated into the connection's secret
+is picked up by a running batch."""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+
+import boto3
 import pytest
 
 from tests.workflow.helpers import by_outcome, submit, the_event
@@ -58,3 +64,41 @@ def test_a_tenant_in_maintenance_makes_the_workflow_wait_not_fail(stack, sim, su
         and e["stateEnteredEventDetails"]["name"] == "Wait Until Provider Is Ready"
     ]
     assert waits, "the workflow should have waited for the tenant"
+
+
+def test_a_ticket_rotated_into_the_secret_mid_batch_is_picked_up_on_the_first_401(stack, sim):
+    # Given a batch running on a connection whose ticket the handlers have read and cached
+    stack.add_connection(
+        "superoffice-rotation",
+        "superoffice",
+        sim.base_url,
+        {"ticket": sim.ticket, "appToken": sim.app_token},
+        {"contextIdentifier": sim.context_identifier},
+    )
+    old_ticket = sim.ticket
+    sim.job_seconds = 3.0
+    batch_id = submit(stack, "superoffice", "superoffice-rotation", entities(3), options=OPTIONS)
+    stack.wait_until(lambda: stack.batch(batch_id)["status"] == "RUNNING", timeout=30)
+    try:
+        # When SuperOffice moves to a new ticket and the secret is updated -- behind the cache's back
+        sim.ticket = "7T:" + secrets.token_urlsafe(24)
+        boto3.client("secretsmanager").put_secret_value(
+            SecretId=os.environ["CONNECTION_SECRET_PREFIX"] + "superoffice-rotation",
+            SecretString=json.dumps(
+                {
+                    "provider": "superoffice",
+                    "baseUrl": sim.base_url,
+                    "credentials": {"ticket": sim.ticket, "appToken": sim.app_token},
+                    "settings": {"contextIdentifier": sim.context_identifier},
+                }
+            ),
+        )
+        view = stack.wait_for_batch(batch_id, timeout=90)
+    finally:
+        new_ticket, sim.ticket = sim.ticket, old_ticket
+    # Then the first refused status read made the handler re-read the secret, and the batch carried on
+    assert view["status"] == "SUCCEEDED", view
+    assert sim.submissions == 1
+    tickets = [r.headers["authorization"] for r in sim.requests_to("GetBatchTaskInfo")]
+    assert f"SOTicket {old_ticket}" in tickets
+    assert tickets[-1] == f"SOTicket {new_ticket}"

@@ -28,12 +28,12 @@ def secret_name(name: str) -> str:
     return get_settings().connection_secret_prefix + name
 
 
-def load_connection(name: str) -> Connection:
-    """Read and validate a connection secret; cached for five minutes per container."""
+def load_connection(name: str, *, fresh: bool = False) -> Connection:
+    """Read and validate a connection secret; cached for five minutes per container unless ``fresh``."""
     if not NAME_PATTERN.match(name):
         raise ConnectionNotFoundError(f"connection name {name!r} is not valid")
     hit = _cache.get(name)
-    if hit and hit[0] > time.monotonic():
+    if hit and hit[0] > time.monotonic() and not fresh:
         return hit[1]
     try:
         raw = aws.client("secretsmanager").get_secret_value(SecretId=secret_name(name))["SecretString"]
@@ -66,7 +66,9 @@ def build_provider(connection: Connection) -> Provider:
     if _http is None:
         read = get_settings().provider_read_timeout
         _http = new_client(httpx.Timeout(connect=5.0, read=read, write=read, pool=5.0))
-    return provider_class(connection.provider)(connection, _http)
+    return provider_class(connection.provider)(
+        connection, _http, reload=lambda: load_connection(connection.name, fresh=True)
+    )
 
 
 def clear_cache() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -83,9 +83,23 @@ class Provider(ABC):
     # Per-batch options the client may send as "options" in POST /batches (validated there).
     options_model: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, connection: Connection, client: httpx.Client) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        client: httpx.Client,
+        *,
+        reload: Callable[[], Connection] | None = None,
+    ) -> None:
         self.connection = connection
         self.client = client
+        self._reload = reload
+
+    def reload_connection(self) -> None:
+        """Read the connection's secret again, past the container's cache: a provider that refuses
+        credentials it took yesterday may be refusing a ticket or key someone has since rotated in the
+        secret. A no-op for an adapter built without a loader (tests that hand it a ``Connection``)."""
+        if self._reload is not None:
+            self.connection = self._reload()
 
     @classmethod
     def validate_batch(cls, options: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> list[dict[str, str]]:

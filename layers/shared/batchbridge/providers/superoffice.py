@@ -15,9 +15,11 @@ Dialect, in short (see ``PROVIDERS.md`` §3):
   raise :class:`ProviderUnavailableError` (the workflow retries them with backoff).
 * **Auth**, chosen by the connection's credentials: ``{"ticket", "appToken"}`` sends
   ``Authorization: SOTicket <ticket>`` plus ``SO-AppToken``; ``{"accessToken"}`` sends a Bearer token
-  (plus ``SO-AppToken`` when an ``appToken`` is also given). Both are static secrets here, so a 401 is
-  retried exactly once (a freshly rotated ticket may not have reached every node yet) and then fails
-  with :class:`ProviderAuthError`. Fetching system-user tickets is not built.
+  (plus ``SO-AppToken`` when an ``appToken`` is also given). Both come from the connection's secret; on
+  a 401 the secret is read again (past the container's cache, so a ticket rotated into it is picked up)
+  and the call repeated exactly once, then it fails with :class:`ProviderAuthError`. Obtaining a
+  system-user ticket from SuperID (a signed system token exchanged for a ticket) is not built: whatever
+  keeps the secret current does that.
 * **Submit** is ``POST {tenant}/api/v1/Agents/BulkUpdate/ExecuteByEntityIds`` with
   ``{FieldValueInfos, TableName, Context, Ids: "1,2,3"}``; the answer is the batch task id (an int). One
   job is one entity id; the batch options carry ``tableName`` and ``fieldValueInfos``, so one chunk is
@@ -37,7 +39,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -229,8 +231,14 @@ class SuperOfficeProvider(Provider):
     job_model: ClassVar[type[Job]] = SuperOfficeJob
     options_model: ClassVar[type[BaseModel]] = SuperOfficeOptions
 
-    def __init__(self, connection: Connection, client: httpx.Client) -> None:
-        super().__init__(connection, client)
+    def __init__(
+        self,
+        connection: Connection,
+        client: httpx.Client,
+        *,
+        reload: Callable[[], Connection] | None = None,
+    ) -> None:
+        super().__init__(connection, client, reload=reload)
         self._tenant_state: str | None = (
             None  # the state word of the last discovery that found it not running
         )
@@ -376,7 +384,6 @@ class SuperOfficeProvider(Provider):
         whether the tenant went into maintenance.
         """
         content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **self._auth_headers()}
 
         def tenant() -> _Tenant:
             try:
@@ -389,6 +396,11 @@ class SuperOfficeProvider(Provider):
 
         def attempt(at: _Tenant) -> httpx.Response:
             url = f"{at.endpoint}{path}"
+            headers = {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **self._auth_headers(),
+            }
             return send(
                 lambda: self.client.post(url, content=content, headers=headers),
                 what=what,
@@ -400,9 +412,10 @@ class SuperOfficeProvider(Provider):
             if response.status_code != 401:
                 return response
             logger.info(
-                "SuperOffice refused the credentials; trying once more",
+                "SuperOffice refused the credentials; re-reading the connection and trying once more",
                 extra={"connection": self.connection.name},
             )
+            self.reload_connection()  # a ticket (valid ~6 h) may have been rotated into the secret
             response = attempt(at)
             if response.status_code == 401:
                 raise ProviderAuthError(
