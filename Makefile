@@ -59,7 +59,7 @@ build: $(STAMP)  ## sam build (arm64 layer and functions)
 bench: $(STAMP)  ## polling cost benchmark
 	@$(BIN)/python -m benchmarks.polling_cost
 
-bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 6 minutes)
+bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 4 minutes)
 	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)
 
 lock:  ## re-resolve requirements/dev.lock from requirements/dev.in
