@@ -38,8 +38,9 @@ TimeLeft = Callable[[], float]
 # Stop starting new work when less than this many seconds of the invocation remain.
 SAFETY_MARGIN_SECONDS = 10.0
 # Rounds (submit attempts plus status checks) one batch may use. The state machine's own cap
-# (statemachine/batch.asl.json, the "$.step.pollCount >= 450" guards) sits a little above it as the backstop, and
-# tests/unit/test_history_bound.py derives from both that an execution stays under 25,000 events.
+# (statemachine/batch.asl.json, the "$.step.pollCount >= 450" guards) sits a little above it as the
+# backstop, and tests/unit/test_history_bound.py derives from both that an execution stays under 25,000
+# events.
 MAX_ROUNDS = 430
 UNFINISHED = (ChunkState.PENDING, ChunkState.SUBMITTING, ChunkState.RUNNING)
 DONE = (ChunkState.COLLECTED, ChunkState.ABANDONED)
