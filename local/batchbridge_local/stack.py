@@ -435,30 +435,7 @@ class LocalStack:
     ) -> tuple[int, Any]:
         """Call the api function with an API Gateway (REST, proxy) event, as the deployed API would."""
         text = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
-        resource, params = _match_route(path)
-        event = {
-            "resource": resource,
-            "path": path,
-            "httpMethod": method,
-            "headers": {"Content-Type": "application/json", **(headers or {})},
-            "multiValueHeaders": {},
-            "queryStringParameters": query or None,
-            "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
-            "pathParameters": params or None,
-            "stageVariables": None,
-            "requestContext": {
-                "resourcePath": resource,
-                "httpMethod": method,
-                "path": f"/v1{path}",
-                "stage": "v1",
-                "requestId": str(uuid.uuid4()),
-                "identity": {"sourceIp": "127.0.0.1"},
-                "accountId": ACCOUNT,
-                "apiId": "local",
-            },
-            "body": text,
-            "isBase64Encoded": False,
-        }
+        event = proxy_event(method, path, body=text, headers=headers, query=query)
         response = self.functions["ApiFunction"].invoke(event)
         payload = response.get("body")
         if response.get("isBase64Encoded"):
@@ -573,6 +550,45 @@ class LocalStack:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name):
             for obj in page.get("Contents", []):
                 yield obj["Key"], s3.get_object(Bucket=self.bucket_name, Key=obj["Key"])["Body"].read()
+
+
+def proxy_event(
+    method: str,
+    path: str,
+    *,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    resource: str | None = None,
+    params: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The API Gateway REST proxy event the deployed API would pass for this request. ``resource`` and
+    ``params`` default to the route the path matches."""
+    if resource is None:
+        resource, params = _match_route(path)
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "multiValueHeaders": {},
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
+        "pathParameters": params or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/v1{path}",
+            "stage": "v1",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1"},
+            "accountId": ACCOUNT,
+            "apiId": "local",
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
 
 
 def _match_route(path: str) -> tuple[str, dict[str, str]]:

@@ -5,10 +5,11 @@ a body, a path or a provider name comes back JSON-escaped (``\\u003c``) or not a
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
+
+from batchbridge_local.stack import proxy_event
 
 pytestmark = pytest.mark.xdist_group("stack")
 
@@ -25,30 +26,7 @@ def call(
     body: str | None = None,
 ) -> dict[str, Any]:
     """Invoke the api function with an API Gateway REST proxy event and return its raw answer."""
-    resource = resource or path
-    event = {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json"},
-        "multiValueHeaders": {},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": params,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": f"/v1{path}",
-            "stage": "v1",
-            "requestId": str(uuid.uuid4()),
-            "identity": {"sourceIp": "127.0.0.1"},
-            "accountId": "123456789012",
-            "apiId": "local",
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    event = proxy_event(method, path, body=body, resource=resource, params=params)
     return dict(stack.functions["ApiFunction"].invoke(event))
 
 
