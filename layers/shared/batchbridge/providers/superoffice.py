@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -60,7 +60,7 @@ from batchbridge.errors import (
     ResultsExpiredError,
     UnknownProviderStatusError,
 )
-from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome, OutcomeKind
+from batchbridge.models import ChunkState, ErrorInfo, Outcome, OutcomeKind
 from batchbridge.observability import logger
 from batchbridge.providers.base import Capabilities, ChunkInfo, Job, Provider, StatusReport, register
 from batchbridge.providers.http import expect_dict, json_body, raise_for_transient, send
@@ -230,18 +230,8 @@ class SuperOfficeProvider(Provider):
     )
     job_model: ClassVar[type[Job]] = SuperOfficeJob
     options_model: ClassVar[type[BaseModel]] = SuperOfficeOptions
-
-    def __init__(
-        self,
-        connection: Connection,
-        client: httpx.Client,
-        *,
-        reload: Callable[[], Connection] | None = None,
-    ) -> None:
-        super().__init__(connection, client, reload=reload)
-        self._tenant_state: str | None = (
-            None  # the state word of the last discovery that found it not running
-        )
+    #: The state word of the last discovery that found the tenant not running.
+    _tenant_state: str | None = None
 
     # -- configuration -----------------------------------------------------------------------------
     @property
