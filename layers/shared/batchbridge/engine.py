@@ -273,7 +273,6 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
         raise errors.AmbiguousSubmitError(
             f"chunk {index} of batch {batch_id} was accepted as {ref!r} but its claim had changed"
         )
-    store.update_batch(batch_id, add={"submissions": 1})
     return 0.0
 
 
@@ -302,7 +301,6 @@ def _reconcile(store: Store, batch: dict[str, Any], provider: Provider, chunk: d
     if not recorded:
         return False
     logger.info("the provider already held the chunk; recorded", extra={"chunk": index})
-    store.update_batch(batch_id, add={"submissions": 1})
     return True
 
 
