@@ -1,5 +1,5 @@
-"""HTTP API: POST /batches, GET /batches/{id}, GET /batches/{id}/results, POST /batches/{id}/cancel,
-GET /providers."""
+"""HTTP API: POST /batches, GET /batches, GET /batches/{id}, GET /batches/{id}/results,
+POST /batches/{id}/cancel, POST /callbacks/{id}/{token} (the provider's), GET /providers."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def create_batch() -> Response:
     )
     metrics.add_metric(name="BatchesAccepted", unit="Count", value=1 if status == 202 else 0)
     return _json(status, body)
+
+
+@app.get("/batches")
+def list_batches() -> Response:
+    return _json(200, api.list_batches(dict(app.current_event.query_string_parameters or {}), _base_path()))
 
 
 @app.get("/batches/<batch_id>")

@@ -235,6 +235,11 @@ class LocalStack:
                     KeySchema=props["KeySchema"],
                     AttributeDefinitions=props["AttributeDefinitions"],
                     BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+                    **(
+                        {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+                        if props.get("GlobalSecondaryIndexes")
+                        else {}
+                    ),
                 )
                 if ttl := props.get("TimeToLiveSpecification"):
                     ddb.update_time_to_live(TableName=self.names[logical_id], TimeToLiveSpecification=ttl)

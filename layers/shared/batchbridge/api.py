@@ -307,11 +307,7 @@ def batch_view(batch_id: str, base_path: str, store: Store | None = None) -> dic
 def outcomes_page(batch_id: str, params: dict[str, str], store: Store | None = None) -> dict[str, Any]:
     store = store or Store()
     batch = store.get_batch(batch_id)
-    unknown = set(params) - {"limit", "nextToken", "outcome", "format"}
-    if unknown:
-        raise RequestError(
-            400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))}"
-        )
+    _only_params(params, {"limit", "nextToken", "outcome", "format"})
     if params.get("format") == "file":
         if not batch.get("resultsKey"):
             raise RequestError(
@@ -328,12 +324,7 @@ def outcomes_page(batch_id: str, params: dict[str, str], store: Store | None = N
         }
     if params.get("format") not in (None, "json"):
         raise RequestError(400, "INVALID_PARAMETER", "format must be 'json' or 'file'")
-    try:
-        limit = int(params.get("limit", "100"))
-    except ValueError:
-        raise RequestError(400, "INVALID_PARAMETER", "limit must be an integer from 1 to 1000") from None
-    if not 1 <= limit <= 1000:
-        raise RequestError(400, "INVALID_PARAMETER", "limit must be an integer from 1 to 1000")
+    limit = _limit(params, default=100, maximum=1000)
     outcome = None
     if params.get("outcome"):
         try:
@@ -351,6 +342,70 @@ def outcomes_page(batch_id: str, params: dict[str, str], store: Store | None = N
     if token:
         page["nextToken"] = token
     return page
+
+
+def list_batches(params: dict[str, str], base_path: str, store: Store | None = None) -> dict[str, Any]:
+    """``GET /batches``: batch summaries, newest first, optionally of one status and/or one provider."""
+    _only_params(params, {"status", "provider", "limit", "nextToken"})
+    limit = _limit(params, default=25, maximum=100)
+    status = None
+    if params.get("status"):
+        try:
+            status = BatchStatus(params["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in BatchStatus)
+            raise RequestError(400, "INVALID_PARAMETER", f"status must be one of: {allowed}") from None
+    provider = params.get("provider") or None
+    if provider is not None:
+        known = [c.name for c in all_capabilities()]
+        if provider not in known:
+            raise RequestError(400, "INVALID_PARAMETER", f"provider must be one of: {', '.join(known)}")
+    store = store or Store()
+    try:
+        items, token = store.list_batches(
+            limit=limit, status=status, provider=provider, next_token=params.get("nextToken")
+        )
+    except BatchBridgeError as exc:
+        raise RequestError(400, exc.code, exc.message) from None
+    page: dict[str, Any] = {"items": [_summary(item, base_path) for item in items]}
+    if token:
+        page["nextToken"] = token
+    return page
+
+
+def _summary(item: dict[str, Any], base_path: str) -> dict[str, Any]:
+    summary = {
+        "batchId": item["batchId"],
+        "status": item["status"],
+        "provider": item["provider"],
+        "connection": item["connection"],
+        "clientReference": item.get("clientReference"),
+        "jobCount": item["jobCount"],
+        "counts": item.get("counts"),
+        "createdAt": item["createdAt"],
+        "finishedAt": item.get("finishedAt"),
+        "links": _links(item["batchId"], base_path),
+    }
+    return {k: v for k, v in summary.items() if v is not None}
+
+
+def _only_params(params: dict[str, str], allowed: set[str]) -> None:
+    unknown = set(params) - allowed
+    if unknown:
+        raise RequestError(
+            400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))}"
+        )
+
+
+def _limit(params: dict[str, str], *, default: int, maximum: int) -> int:
+    message = f"limit must be an integer from 1 to {maximum}"
+    try:
+        limit = int(params.get("limit", str(default)))
+    except ValueError:
+        raise RequestError(400, "INVALID_PARAMETER", message) from None
+    if not 1 <= limit <= maximum:
+        raise RequestError(400, "INVALID_PARAMETER", message)
+    return limit
 
 
 def cancel_batch(batch_id: str, base_path: str, store: Store | None = None) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 One table holds, under the partition ``BATCH#<id>``: the batch record (``META``), one item per chunk
 (``CHUNK#<n>``) and one outcome row per job (``OUTCOME#<index>``). Idempotency keys live under
 ``IDEMPOTENCY#<key>``. Objects live under ``batches/<id>/`` in the bucket.
+
+Two sparse indexes list batch records, newest first: ``ByStatus`` (``status``, ``createdAt``) and
+``ByCreation`` (``kind`` = ``"batch"``, ``createdAt``). Only batch records carry ``status`` and ``kind``,
+and the indexes project only fields that change when a batch starts or ends (not its progress or poll
+count), so the many updates of a running batch write nothing to them.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from botocore.exceptions import ClientError
 
 from batchbridge import aws
 from batchbridge.config import get_settings
-from batchbridge.errors import BatchNotFoundError, InvalidStateError
+from batchbridge.errors import BatchBridgeError, BatchNotFoundError, InvalidStateError
 from batchbridge.models import BatchStatus, ChunkState, Outcome, OutcomeKind
 
 META = "META"
+BATCH_KIND = "batch"
+BY_STATUS = "ByStatus"
+BY_CREATION = "ByCreation"
 
 
 def _pk(batch_id: str) -> str:
@@ -93,7 +101,7 @@ class Store:
 
     # --- batch record ------------------------------------------------------------------------------
     def create_batch(self, record: dict[str, Any]) -> None:
-        item = to_dynamo({"pk": _pk(record["batchId"]), "sk": META, **record})
+        item = to_dynamo({"pk": _pk(record["batchId"]), "sk": META, "kind": BATCH_KIND, **record})
         self.table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
@@ -255,16 +263,45 @@ class Store:
             kwargs["FilterExpression"] = Attr("outcome").eq(outcome.value)
         if next_token:
             kwargs["ExclusiveStartKey"] = decode_token(next_token, batch_id)
+        items, token = self._page(kwargs, limit)
+        return [_row_to_outcome(i) for i in items], token
+
+    def list_batches(
+        self,
+        *,
+        limit: int,
+        status: BatchStatus | None = None,
+        provider: str | None = None,
+        next_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Batch records, newest first, from the index that fits: ``ByStatus`` when a status is asked for,
+        else ``ByCreation``; a provider narrows either. Items hold the projected fields only."""
+        hash_key, hash_value = ("status", status.value) if status else ("kind", BATCH_KIND)
+        kwargs: dict[str, Any] = {
+            "IndexName": BY_STATUS if status else BY_CREATION,
+            "KeyConditionExpression": Key(hash_key).eq(hash_value),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if provider is not None:
+            kwargs["FilterExpression"] = Attr("provider").eq(provider)
+        if next_token:
+            kwargs["ExclusiveStartKey"] = decode_list_token(next_token, hash_key, hash_value)
+        items, token = self._page(kwargs, limit)
+        return [{k: v for k, v in i.items() if k not in ("pk", "sk", "kind")} for i in items], token
+
+    def _page(self, kwargs: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` items of a query and the token to go on from. A filter can make DynamoDB's page
+        come back short: reading goes on until the page is full or the data ends."""
         items: list[dict[str, Any]] = []
-        # A filter can make a page come back short; keep reading until the page is full or data ends.
         while True:
             page = self.table.query(**kwargs)
             items.extend(to_plain(i) for i in page.get("Items", []))
             last = page.get("LastEvaluatedKey")
             if last is None:
-                return [_row_to_outcome(i) for i in items], None
+                return items, None
             if len(items) >= limit:
-                return [_row_to_outcome(i) for i in items[:limit]], encode_token(last)
+                return items[:limit], encode_token(last)
             kwargs["ExclusiveStartKey"] = last
             kwargs["Limit"] = limit - len(items)
 
@@ -381,12 +418,7 @@ def encode_token(key: dict[str, Any]) -> str:
 
 
 def decode_token(token: str, batch_id: str) -> dict[str, Any]:
-    from batchbridge.errors import BatchBridgeError
-
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise BatchBridgeError("nextToken is not a token this API issued", code="INVALID_TOKEN") from exc
+    key = _token_json(token)
     if (
         not isinstance(key, dict)
         or key.get("pk") != _pk(batch_id)
@@ -394,6 +426,31 @@ def decode_token(token: str, batch_id: str) -> dict[str, Any]:
     ):
         raise BatchBridgeError("nextToken does not belong to this batch", code="INVALID_TOKEN")
     return {"pk": key["pk"], "sk": key["sk"]}
+
+
+def decode_list_token(token: str, hash_key: str, hash_value: str) -> dict[str, Any]:
+    """The position a batch listing token names, when it came from a listing with the same filter."""
+    key = _token_json(token)
+    expected = {"pk", "sk", hash_key, "createdAt"}
+    if (
+        not isinstance(key, dict)
+        or set(key) != expected
+        or not all(isinstance(v, str) for v in key.values())
+        or key[hash_key] != hash_value
+        or not key["pk"].startswith("BATCH#")
+        or key["sk"] != META
+    ):
+        raise BatchBridgeError(
+            "nextToken does not belong to this listing (a different status filter?)", code="INVALID_TOKEN"
+        )
+    return {k: key[k] for k in expected}
+
+
+def _token_json(token: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise BatchBridgeError("nextToken is not a token this API issued", code="INVALID_TOKEN") from exc
 
 
 def now_iso() -> str:
