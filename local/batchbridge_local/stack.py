@@ -136,7 +136,7 @@ class LocalStack:
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
         self._route_lambda()
-        self._atomic_dynamodb_writes()
+        self._serialised_dynamodb()
         resources = self.template["Resources"]
         names = self._names(resources)
         resolver = tpl.Resolver(*names, pseudo=self._pseudo())
@@ -359,14 +359,28 @@ class LocalStack:
         self.api_url = f"http://{host}:{port}/v1"
         self._set_env("CALLBACK_BASE_URL", self.api_url)
 
-    def _atomic_dynamodb_writes(self) -> None:
-        """DynamoDB checks a write's condition and applies it atomically; moto does not lock between the
-        two, so concurrent conditional writes could both win. Serialise writes, as the service behaves."""
+    def _serialised_dynamodb(self) -> None:
+        """DynamoDB checks a write's condition and applies it atomically, and a read never sees a write
+        half-done. moto does neither across threads: two conditional writes could both win, and a query
+        that iterates the table while another thread adds an item fails ("dictionary changed size during
+        iteration"). The local runtime runs many tasks at once, so every operation takes one lock."""
         from moto.dynamodb.models import DynamoDBBackend
 
         lock = threading.RLock()
         self._unpatched: dict[str, Any] = {}
-        for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+        operations = (
+            "put_item",
+            "update_item",
+            "delete_item",
+            "transact_write_items",
+            "batch_write_item",
+            "get_item",
+            "batch_get_item",
+            "transact_get_items",
+            "query",
+            "scan",
+        )
+        for name in operations:
             original = getattr(DynamoDBBackend, name, None)
             if original is None:
                 continue
