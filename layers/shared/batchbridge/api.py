@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -325,13 +326,7 @@ def outcomes_page(batch_id: str, params: dict[str, str], store: Store | None = N
     if params.get("format") not in (None, "json"):
         raise RequestError(400, "INVALID_PARAMETER", "format must be 'json' or 'file'")
     limit = _limit(params, default=100, maximum=1000)
-    outcome = None
-    if params.get("outcome"):
-        try:
-            outcome = OutcomeKind(params["outcome"])
-        except ValueError:
-            allowed = ", ".join(k.value for k in OutcomeKind)
-            raise RequestError(400, "INVALID_PARAMETER", f"outcome must be one of: {allowed}") from None
+    outcome = _choice(params, "outcome", OutcomeKind)
     try:
         items, token = store.query_outcomes(
             batch_id, limit=limit, next_token=params.get("nextToken"), outcome=outcome
@@ -348,13 +343,7 @@ def list_batches(params: dict[str, str], base_path: str, store: Store | None = N
     """``GET /batches``: batch summaries, newest first, optionally of one status and/or one provider."""
     _only_params(params, {"status", "provider", "limit", "nextToken"})
     limit = _limit(params, default=25, maximum=100)
-    status = None
-    if params.get("status"):
-        try:
-            status = BatchStatus(params["status"])
-        except ValueError:
-            allowed = ", ".join(s.value for s in BatchStatus)
-            raise RequestError(400, "INVALID_PARAMETER", f"status must be one of: {allowed}") from None
+    status = _choice(params, "status", BatchStatus)
     provider = params.get("provider") or None
     if provider is not None:
         known = [c.name for c in all_capabilities()]
@@ -395,6 +384,17 @@ def _only_params(params: dict[str, str], allowed: set[str]) -> None:
         raise RequestError(
             400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))}"
         )
+
+
+def _choice[E: StrEnum](params: dict[str, str], name: str, enum: type[E]) -> E | None:
+    """The query parameter ``name`` as a member of ``enum``; None when absent or empty."""
+    if not params.get(name):
+        return None
+    try:
+        return enum(params[name])
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise RequestError(400, "INVALID_PARAMETER", f"{name} must be one of: {allowed}") from None
 
 
 def _limit(params: dict[str, str], *, default: int, maximum: int) -> int:
