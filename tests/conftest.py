@@ -93,16 +93,30 @@ def superoffice_sim() -> Iterator[Any]:
         yield sim
 
 
+def add_superoffice(stack: Any, sim: Any, name: str, *, clear_cache: bool = True, **settings: Any) -> str:
+    """A SuperOffice connection to the simulator's tenant with its current ticket; returns its name."""
+    stack.add_connection(
+        name,
+        "superoffice",
+        sim.base_url,
+        {"ticket": sim.ticket, "appToken": sim.app_token},
+        {"contextIdentifier": sim.context_identifier, **settings},
+        clear_cache=clear_cache,
+    )
+    return name
+
+
 @pytest.fixture(scope="session")
 def superoffice_connection(stack: Any, superoffice_sim: Any) -> str:
-    stack.add_connection(
-        "superoffice-test",
-        "superoffice",
-        superoffice_sim.base_url,
-        {"ticket": superoffice_sim.ticket, "appToken": superoffice_sim.app_token},
-        {"contextIdentifier": superoffice_sim.context_identifier, "notRunningWaitSeconds": 100},
+    return add_superoffice(stack, superoffice_sim, "superoffice-test", notRunningWaitSeconds=100)
+
+
+@pytest.fixture(scope="session")
+def superoffice_listing_connection(stack: Any, superoffice_sim: Any) -> str:
+    """The same tenant, with the associate whose batch tasks the adapter may list to find a submission."""
+    return add_superoffice(
+        stack, superoffice_sim, "superoffice-listing", associateId=superoffice_sim.associate_id
     )
-    return "superoffice-test"
 
 
 @pytest.fixture(scope="session")

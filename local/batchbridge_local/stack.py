@@ -425,7 +425,11 @@ class LocalStack:
         base_url: str,
         credentials: dict[str, str],
         settings: dict[str, Any] | None = None,
+        *,
+        clear_cache: bool = True,
     ) -> None:
+        """Create or update the connection's secret. ``clear_cache=False`` leaves the handlers' cached
+        copy alone, as a rotation done elsewhere would."""
         secret = {
             "provider": provider,
             "baseUrl": base_url,
@@ -438,9 +442,10 @@ class LocalStack:
             client.create_secret(Name=secret_id, SecretString=json.dumps(secret))
         except client.exceptions.ResourceExistsException:
             client.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
-        from batchbridge import connections
+        if clear_cache:
+            from batchbridge import connections
 
-        connections.clear_cache()
+            connections.clear_cache()
 
     def api(
         self,

@@ -38,22 +38,11 @@ def ivvy(ivvy_sim: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def so(superoffice_sim: Any, stack: Any) -> Iterator[tuple[Any, str]]:
+def so(superoffice_sim: Any, superoffice_listing_connection: str) -> Iterator[tuple[Any, str]]:
     superoffice_sim.reset()
     superoffice_sim.job_seconds = 0.5
     superoffice.clear_endpoint_cache()
-    name = "superoffice-exactly-once"
-    stack.add_connection(
-        name,
-        "superoffice",
-        superoffice_sim.base_url,
-        {"ticket": superoffice_sim.ticket, "appToken": superoffice_sim.app_token},
-        {
-            "contextIdentifier": superoffice_sim.context_identifier,
-            "associateId": superoffice_sim.associate_id,
-        },
-    )
-    yield superoffice_sim, name
+    yield superoffice_sim, superoffice_listing_connection
     superoffice_sim.reset()
 
 

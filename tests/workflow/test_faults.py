@@ -151,17 +151,8 @@ def target(request: pytest.FixtureRequest, stack: Any) -> Iterator[Target]:
     willsuite.clear_token_cache()
     superoffice.clear_endpoint_cache()
     setattr(sim, spec.duration_knob, 1.0)
-    connection = request.getfixturevalue(f"{name}_connection")
-    if name == "superoffice":
-        # The same tenant, with the associate whose batch tasks the adapter may list.
-        connection = "superoffice-faults"
-        stack.add_connection(
-            connection,
-            "superoffice",
-            sim.base_url,
-            {"ticket": sim.ticket, "appToken": sim.app_token},
-            {"contextIdentifier": sim.context_identifier, "associateId": sim.associate_id},
-        )
+    fixture = "superoffice_listing_connection" if name == "superoffice" else f"{name}_connection"
+    connection = request.getfixturevalue(fixture)
     yield Target(name, spec, sim, connection, stack)
     sim.reset()
 

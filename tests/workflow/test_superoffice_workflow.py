@@ -4,13 +4,11 @@ is picked up by a running batch."""
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 
-import boto3
 import pytest
 
+from tests.conftest import add_superoffice
 from tests.workflow.helpers import by_outcome, submit, the_event
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
@@ -68,13 +66,7 @@ def test_a_tenant_in_maintenance_makes_the_workflow_wait_not_fail(stack, sim, su
 
 def test_a_ticket_rotated_into_the_secret_mid_batch_is_picked_up_on_the_first_401(stack, sim):
     # Given a batch running on a connection whose ticket the handlers have read and cached
-    stack.add_connection(
-        "superoffice-rotation",
-        "superoffice",
-        sim.base_url,
-        {"ticket": sim.ticket, "appToken": sim.app_token},
-        {"contextIdentifier": sim.context_identifier},
-    )
+    add_superoffice(stack, sim, "superoffice-rotation")
     old_ticket = sim.ticket
     sim.job_seconds = 3.0
     batch_id = submit(stack, "superoffice", "superoffice-rotation", entities(3), options=OPTIONS)
@@ -82,17 +74,7 @@ def test_a_ticket_rotated_into_the_secret_mid_batch_is_picked_up_on_the_first_40
     try:
         # When SuperOffice moves to a new ticket and the secret is updated -- behind the cache's back
         sim.ticket = "7T:" + secrets.token_urlsafe(24)
-        boto3.client("secretsmanager").put_secret_value(
-            SecretId=os.environ["CONNECTION_SECRET_PREFIX"] + "superoffice-rotation",
-            SecretString=json.dumps(
-                {
-                    "provider": "superoffice",
-                    "baseUrl": sim.base_url,
-                    "credentials": {"ticket": sim.ticket, "appToken": sim.app_token},
-                    "settings": {"contextIdentifier": sim.context_identifier},
-                }
-            ),
-        )
+        add_superoffice(stack, sim, "superoffice-rotation", clear_cache=False)
         view = stack.wait_for_batch(batch_id, timeout=90)
     finally:
         new_ticket, sim.ticket = sim.ticket, old_ticket
