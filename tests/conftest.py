@@ -35,6 +35,15 @@ def ivvy_sim() -> Iterator[Any]:
         yield sim
 
 
+@pytest.fixture
+def ivvy(ivvy_sim: Any) -> Iterator[Any]:
+    """The iVvy simulator reset before and after the test, its jobs taking half a second."""
+    ivvy_sim.reset()
+    ivvy_sim.job_seconds = 0.5
+    yield ivvy_sim
+    ivvy_sim.reset()
+
+
 @pytest.fixture(scope="session")
 def ivvy_connection(stack: Any, ivvy_sim: Any) -> str:
     stack.add_connection(

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,14 +27,6 @@ from batchbridge_local.simulators.ivvy import booking_session_jobs
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
 N = 8
-
-
-@pytest.fixture
-def sim(ivvy_sim: Any) -> Iterator[Any]:
-    ivvy_sim.reset()
-    ivvy_sim.job_seconds = 0.5
-    yield ivvy_sim
-    ivvy_sim.reset()
 
 
 def batch_records(stack: Any) -> set[str]:
@@ -74,7 +65,7 @@ def post_at_once(stack: Any, bodies: list[dict[str, Any]], key: str) -> list[tup
         return list(pool.map(post, bodies))
 
 
-def test_concurrent_duplicates_make_one_batch_one_execution_one_submission(stack, sim, ivvy_connection):
+def test_concurrent_duplicates_make_one_batch_one_execution_one_submission(stack, ivvy, ivvy_connection):
     # Given N identical requests carrying the same key, sent at the same moment
     jobs = booking_session_jobs(5)
     body = {"provider": "ivvy", "connection": ivvy_connection, "jobs": jobs}
@@ -92,14 +83,14 @@ def test_concurrent_duplicates_make_one_batch_one_execution_one_submission(stack
     assert executions(stack) - started == {batch_id}
     # and the batch runs to completion with one submission to the provider
     assert_settled(stack, batch_id, len(jobs), "SUCCEEDED")
-    assert sim.submissions == 1
+    assert ivvy.submissions == 1
     # and a late retry, after the batch finished, still gets the same batch
     status, again = stack.api("POST", "/batches", body, headers={"Idempotency-Key": key})
     assert (status, again["batchId"], again["replayed"]) == (200, batch_id, True)
-    assert sim.submissions == 1
+    assert ivvy.submissions == 1
 
 
-def test_concurrent_requests_with_one_key_and_different_bodies_make_one_batch(stack, sim, ivvy_connection):
+def test_concurrent_requests_with_one_key_and_different_bodies_make_one_batch(stack, ivvy, ivvy_connection):
     # Given two different bodies sent at once under one key, several times each
     first = {"provider": "ivvy", "connection": ivvy_connection, "jobs": booking_session_jobs(2)}
     second = {**first, "jobs": booking_session_jobs(3)}
@@ -118,4 +109,4 @@ def test_concurrent_requests_with_one_key_and_different_bodies_make_one_batch(st
             assert (status, answer["error"]["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
     (batch_id,) = executions(stack) - started
     assert_settled(stack, batch_id, len(winner["jobs"]), "SUCCEEDED")
-    assert sim.submissions == 1
+    assert ivvy.submissions == 1

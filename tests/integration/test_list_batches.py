@@ -54,15 +54,7 @@ def settle(stack: Any, ids: Any) -> None:
         stack.wait_for_batch(batch_id, timeout=60)
 
 
-@pytest.fixture
-def sim(ivvy_sim: Any) -> Iterator[Any]:
-    ivvy_sim.reset()
-    ivvy_sim.job_seconds = 0.2
-    yield ivvy_sim
-    ivvy_sim.reset()
-
-
-def test_batches_are_listed_newest_first_with_their_summary_and_links(stack, sim, ivvy_connection):
+def test_batches_are_listed_newest_first_with_their_summary_and_links(stack, ivvy, ivvy_connection):
     # Given three batches created one after another
     reference = f"list-{uuid.uuid4()}"
     ids = [create(stack, ivvy_connection, reference) for _ in range(3)]
@@ -81,7 +73,7 @@ def test_batches_are_listed_newest_first_with_their_summary_and_links(stack, sim
     settle(stack, ids)
 
 
-def test_a_status_filter_lists_only_batches_in_that_status(stack, sim, ivvy_connection):
+def test_a_status_filter_lists_only_batches_in_that_status(stack, ivvy, ivvy_connection):
     # Given two batches that have finished
     reference = f"status-{uuid.uuid4()}"
     ids = [create(stack, ivvy_connection, reference) for _ in range(2)]
@@ -99,7 +91,7 @@ def test_a_status_filter_lists_only_batches_in_that_status(stack, sim, ivvy_conn
     assert not {item["batchId"] for item in listed(stack, status="ACCEPTED")} & set(ids)
 
 
-def test_a_provider_filter_pages_through_only_that_providers_batches(stack, sim, ivvy_connection):
+def test_a_provider_filter_pages_through_only_that_providers_batches(stack, ivvy, ivvy_connection):
     reference = f"provider-{uuid.uuid4()}"
     ids = {create(stack, ivvy_connection, reference) for _ in range(3)}
     # When iVvy's batches are listed one per page
@@ -133,7 +125,7 @@ def test_bad_listing_parameters_are_named(stack, query, code, named):
     assert named in body["error"]["message"]
 
 
-def test_a_token_only_continues_the_listing_it_came_from(stack, sim, ivvy_connection):
+def test_a_token_only_continues_the_listing_it_came_from(stack, ivvy, ivvy_connection):
     # Given a token from a listing of SUCCEEDED batches
     reference = f"token-{uuid.uuid4()}"
     ids = [create(stack, ivvy_connection, reference) for _ in range(2)]

@@ -4,7 +4,6 @@ for its route and status: what the document promises is what a client gets, succ
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +35,7 @@ def call(stack: Any, method: str, route: str, expected: int, path: str | None = 
     return body
 
 
-@pytest.fixture
-def sim(ivvy_sim: Any) -> Iterator[Any]:
-    ivvy_sim.reset()
-    ivvy_sim.job_seconds = 0.3
-    yield ivvy_sim
-    ivvy_sim.reset()
-
-
-def test_a_batch_from_creation_to_results_answers_as_documented(stack, sim, ivvy_connection):
+def test_a_batch_from_creation_to_results_answers_as_documented(stack, ivvy, ivvy_connection):
     # A batch with one invalid job, created with an Idempotency-Key and then retried
     jobs = booking_session_jobs(4)
     jobs[2]["params"]["startDate"] = "not a date"
@@ -77,8 +68,8 @@ def test_a_batch_from_creation_to_results_answers_as_documented(stack, sim, ivvy
     call(stack, "GET", "/batches", 400, query={"status": "DONE"})
 
 
-def test_cancelling_a_running_batch_answers_as_documented(stack, sim, ivvy_connection):
-    sim.job_seconds = 30
+def test_cancelling_a_running_batch_answers_as_documented(stack, ivvy, ivvy_connection):
+    ivvy.job_seconds = 30
     request = {"provider": "ivvy", "connection": ivvy_connection, "jobs": booking_session_jobs(2)}
     batch_id = call(stack, "POST", "/batches", 202, body=request)["batchId"]
     stack.wait_until(lambda: stack.batch(batch_id)["status"] == "RUNNING", timeout=30)

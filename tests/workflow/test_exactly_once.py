@@ -30,14 +30,6 @@ SO_OPTIONS = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "busines
 
 
 @pytest.fixture
-def ivvy(ivvy_sim: Any) -> Iterator[Any]:
-    ivvy_sim.reset()
-    ivvy_sim.job_seconds = 0.5
-    yield ivvy_sim
-    ivvy_sim.reset()
-
-
-@pytest.fixture
 def so(superoffice_sim: Any, superoffice_listing_connection: str) -> Iterator[tuple[Any, str]]:
     superoffice_sim.reset()
     superoffice_sim.job_seconds = 0.5
