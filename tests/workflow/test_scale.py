@@ -205,14 +205,6 @@ def test_fifty_batches_at_once_across_providers_all_finish_with_every_outcome(
         jsonschema.validate(r["event"], SCHEMA)
 
 
-@pytest.fixture
-def ivvy(ivvy_sim):
-    ivvy_sim.reset()
-    ivvy_sim.job_seconds = 1.0
-    yield ivvy_sim
-    ivvy_sim.reset()
-
-
 def outcome_row_indexes(stack: Any, batch_id: str) -> list[int]:
     """The job index of every outcome row of a batch, read as keys only (10,000 full rows read slowly)."""
     import boto3
@@ -234,7 +226,8 @@ def outcome_row_indexes(stack: Any, batch_id: str) -> list[int]:
 
 
 def test_a_10000_job_ivvy_batch_completes_in_50_chunks_with_every_outcome(stack, ivvy, ivvy_connection):
-    # Given 10,000 booking sessions, every seventh of them invalid
+    # Given 10,000 booking sessions, every seventh of them invalid, and iVvy taking a second per run
+    ivvy.job_seconds = 1.0
     jobs = booking_session_jobs(10_000, invalid_every=7)
     failed = sum(1 for job in jobs if expected_code(job) is not None)
     assert failed == 1428
