@@ -91,6 +91,21 @@ class AmbiguousSubmitError(BatchBridgeError):
     code = "AMBIGUOUS_SUBMIT"
 
 
+class SubmitUnconfirmedError(BatchBridgeError):
+    """What an adapter's ``submit`` raises when the request went out and no answer proves whether the
+    vendor took it: a 5xx, a read timeout, a connection dropped after sending, a cut-short or malformed
+    body, or an accepting answer in a shape the vendor's documentation does not allow.
+
+    Only an answer that proves the vendor did not take the request may be sent again: a 429
+    (:class:`ProviderThrottledError`), a documented refusal (:class:`BatchRejectedError`,
+    :class:`ProviderAuthError`), or a connection that failed before anything was sent
+    (:class:`ProviderUnavailableError`). This one never is: the core asks the provider whether it holds
+    the chunk (:meth:`Provider.find_submission`) and otherwise ends the batch NEEDS_ATTENTION naming it.
+    """
+
+    code = "SUBMIT_UNCONFIRMED"
+
+
 class ConfigurationError(BatchBridgeError):
     """A connection secret or setting is missing or malformed."""
 
