@@ -249,7 +249,7 @@ def _submit_chunk(store: Store, batch: dict[str, Any], provider: Provider, chunk
         )
         store.update_batch(batch_id, set_={"error": error.model_dump()})
         return 0.0
-    except (httpx.TransportError, errors.ProviderResponseError) as exc:
+    except (errors.SubmitUnconfirmedError, httpx.TransportError, errors.ProviderResponseError) as exc:
         # The request went out and no usable answer came back: it may have been accepted.
         if _reconcile(store, batch, provider, chunk):
             return 0.0

@@ -42,11 +42,13 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from batchbridge.pricing import SFN_USD_PER_TRANSITION
+
 #: Wait + Check + Choice = 3 per loop iteration ("Wait For Provider" -> "Check Batch Status" ->
 #: "Batch Finished?" in statemachine/batch.asl.json).
 TRANSITIONS_PER_POLL = 3
-#: Step Functions Standard list price: $0.025 per 1,000 state transitions.
-USD_PER_TRANSITION = 0.025 / 1000
+#: Step Functions Standard list price per state transition (see :mod:`batchbridge.pricing`).
+USD_PER_TRANSITION = SFN_USD_PER_TRANSITION
 #: The policy's own cap on polls per batch; past it, the next check is at the deadline. The state
 #: machine's "Batch Finished?" guard is the backstop above it. Every wait is at least
 #: ``MIN_WAIT_SECONDS`` and ``APPROACH_MARGIN`` of the running time, so a batch with a deadline of a
