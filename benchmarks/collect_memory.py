@@ -31,11 +31,11 @@ import os
 import sys
 import time
 import tracemalloc
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 TARGET_RATIO = 1.3
 DEFAULT_SIZES = (10_000, 100_000)
@@ -143,6 +143,9 @@ def _reset_caches() -> None:
     aws.reset()
     connections.clear_cache()
     get_settings.cache_clear()
+    from batchbridge.tasks import reset_default_deps
+
+    reset_default_deps()
 
 
 def _create_resources(ivvy: dict[str, str]) -> None:
@@ -176,76 +179,76 @@ def _create_resources(ivvy: dict[str, str]) -> None:
 
 
 # --- one batch ----------------------------------------------------------------------------------------
+class _NoWorkflow:
+    """The benchmark drives the tasks itself: starting an execution is a no-op."""
+
+    def start(self, batch_id: str, *, cancel: bool = False) -> bool:
+        return True
+
+
+def _deps() -> Any:
+    from dataclasses import replace
+
+    from batchbridge.tasks import Deps
+
+    return replace(Deps.default(), workflow=_NoWorkflow())
+
+
 def _completed_batch(jobs: int) -> str:
-    """A batch whose chunks iVvy has finished, ready for collect: submitted and checked by the engine."""
-    from batchbridge import engine
-    from batchbridge.models import BatchStatus, ChunkState
-    from batchbridge.providers.ivvy import MAX_JOBS_PER_RUN
-    from batchbridge.store import Store, now_iso, request_key
+    """A batch whose chunks iVvy has finished, ready for collect: accepted through the API's logic, then
+    submitted and checked by the workflow's own tasks."""
+    from batchbridge import api
+    from batchbridge.models import ChunkState
+    from batchbridge.tasks.check import check_batch
+    from batchbridge.tasks.submit import submit_batch
     from batchbridge_local.simulators.ivvy import booking_session_jobs
 
-    store = Store()
-    batch_id = str(uuid.uuid4())
-    store.put_json(
-        request_key(batch_id),
-        {
-            "provider": "ivvy",
-            "connection": CONNECTION,
-            "jobs": booking_session_jobs(jobs, invalid_every=INVALID_EVERY),
-            "options": {},
-        },
-    )
-    created = now_iso()
-    store.create_batch(
-        {
-            "batchId": batch_id,
-            "status": BatchStatus.ACCEPTED.value,
-            "provider": "ivvy",
-            "connection": CONNECTION,
-            "jobCount": jobs,
-            "chunkCount": -(-jobs // MAX_JOBS_PER_RUN),
-            "options": {},
-            "createdAt": created,
-            "updatedAt": created,
-            "deadlineAt": int(time.time()) + 3600,
-            "requestKey": request_key(batch_id),
-            "pollCount": 0,
-        }
-    )
-    step = engine.submit_batch(batch_id, lambda: ENOUGH_TIME, store)
+    deps = _deps()
+    body = {
+        "provider": "ivvy",
+        "connection": CONNECTION,
+        "jobs": booking_session_jobs(jobs, invalid_every=INVALID_EVERY),
+    }
+    status, answer = api.create_batch(json.dumps(body), None, "", deps=deps)
+    if status != 202:
+        raise RuntimeError(f"the batch was not accepted: {answer}")
+    batch_id = str(answer["batchId"])
+    step = submit_batch(batch_id, lambda: ENOUGH_TIME, deps)
     while step.remaining:
-        step = engine.submit_batch(batch_id, lambda: ENOUGH_TIME, store)
-    while not engine.check_batch(batch_id, lambda: ENOUGH_TIME, store).done:
+        step = submit_batch(batch_id, lambda: ENOUGH_TIME, deps)
+    while not check_batch(batch_id, lambda: ENOUGH_TIME, deps).done:
         time.sleep(0.05)
-    states = {c["state"] for c in store.list_chunks(batch_id)}
-    if states != {ChunkState.COMPLETED.value}:
+    states = {c.state for c in deps.repo.iter_chunks(batch_id)}
+    if states != {ChunkState.COMPLETED}:
         raise RuntimeError(f"the batch's chunks are {states}, expected all COMPLETED")
     return batch_id
 
 
 def measure_one(jobs: int) -> Measurement:
     """Peak traced memory of collect + finalize for a batch of ``jobs`` completed jobs."""
-    from batchbridge import engine
-    from batchbridge.store import Store, results_key
+    from batchbridge.objects import results_key
+    from batchbridge.tasks.collect import collect_batch
+    from batchbridge.tasks.finalize import finalize_batch
 
     batch_id = _completed_batch(jobs)
+    deps = _deps()
     gc.collect()
     tracemalloc.start()
     began = time.perf_counter()
     try:
-        while not engine.collect_batch(batch_id, None, lambda: ENOUGH_TIME).done:
+        while not collect_batch(batch_id, None, lambda: ENOUGH_TIME, deps).done:
             pass
-        engine.finalize_batch(batch_id, None)
+        finalize_batch(batch_id, None, deps)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     seconds = time.perf_counter() - began
-    store = Store()
-    batch = store.get_batch(batch_id)
-    lines = sum(1 for _ in store.iter_lines(results_key(batch_id)))
-    if batch["counts"]["total"] != jobs or lines != jobs:
-        raise RuntimeError(f"{jobs} jobs gave counts {batch['counts']} and {lines} result lines")
-    return Measurement(jobs, int(batch["chunkCount"]), peak, round(seconds, 2), batch["status"], lines)
+    batch = deps.repo.get_batch(batch_id)
+    lines = sum(1 for piece in deps.objects.stream(results_key(batch_id)) for _ in range(piece.count(b"\n")))
+    total = batch.counts.total if batch.counts else 0
+    if total != jobs or lines != jobs:
+        raise RuntimeError(f"{jobs} jobs gave counts {batch.counts} and {lines} result lines")
+    return Measurement(jobs, batch.chunk_count, peak, round(seconds, 2), batch.status.value, lines)
 
 
 def measure(sizes: Sequence[int], warmup: int = WARMUP_JOBS) -> list[Measurement]:

@@ -88,7 +88,15 @@ def provider_callback(batch_id: str, token: str) -> Response:
     body = app.current_event.body
     if body is not None and len(body.encode()) > CALLBACK_MAX_BYTES:
         return _json(413, {"error": {"code": "BODY_TOO_LARGE", "message": "the callback body is too large"}})
-    return _json(200, api.receive_callback(batch_id, token, body))
+    try:
+        return _json(200, api.receive_callback(batch_id, token, body))
+    except BatchNotFoundError:
+        return _json(404, {"error": {"code": "UNKNOWN_CALLBACK", "message": "no such callback"}})
+    except BatchBridgeError as exc:
+        # The vendor cannot act on our troubles (a connection that cannot be read, a provider that cannot
+        # confirm): it is told the callback was not taken, and the workflow's next poll does the work.
+        logger.warning("callback not taken", extra={"code": exc.code})
+        return _json(200, {"accepted": False, "reason": "the callback could not be confirmed now"})
 
 
 @app.get("/providers")

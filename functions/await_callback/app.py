@@ -9,14 +9,14 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import engine
 from batchbridge.observability import logger, tracer
 from batchbridge.tasks import AwaitInput
+from batchbridge.tasks.callbacks import park_for_callback
 
 
 @logger.inject_lambda_context(correlation_id_path="batchId")
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = AwaitInput.model_validate(event)
-    engine.park_for_callback(task.batch_id, task.task_token)
+    park_for_callback(task.batch_id, task.task_token)
     return {"parked": True}

@@ -6,9 +6,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import engine
 from batchbridge.observability import logger, metrics, tracer
 from batchbridge.tasks import TaskInput
+from batchbridge.tasks.finalize import finalize_batch
 
 
 @logger.inject_lambda_context(correlation_id_path="batchId")
@@ -17,6 +17,6 @@ from batchbridge.tasks import TaskInput
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.debug("task input", extra={"task_input": event})  # ids and error names, never credentials
     task = TaskInput.model_validate(event)
-    message = engine.finalize_batch(task.batch_id, task.error)
+    message = finalize_batch(task.batch_id, task.error)
     metrics.add_metric(name=f"Batches{message['status'].title().replace('_', '')}", unit="Count", value=1)
     return message

@@ -6,9 +6,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import engine
 from batchbridge.observability import logger, metrics, provider_task, tracer
 from batchbridge.tasks import TaskInput, time_left
+from batchbridge.tasks.submit import submit_batch
 
 
 @logger.inject_lambda_context(correlation_id_path="batchId")
@@ -18,4 +18,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.debug("task input", extra={"task_input": event})  # ids and error names, never credentials
     task = TaskInput.model_validate(event)
     with provider_task():  # counts ProviderCalls and ProviderErrors, re-raises
-        return engine.submit_batch(task.batch_id, time_left(context)).dump()
+        return submit_batch(task.batch_id, time_left(context)).dump()

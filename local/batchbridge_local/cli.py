@@ -107,7 +107,7 @@ def _summary(stack: Any, view: dict[str, Any]) -> None:
         ("failed", counts.get("failed")),
         ("not processed", counts.get("notProcessed")),
         ("rounds (submit + checks)", view.get("polls")),
-        ("est. Step Functions cost", f"${view.get('estimatedCostUsd', 0):.5f}"),
+        ("AWS cost", f"${(view.get('cost') or {}).get('totalUsd', 0):.5f}"),
         ("results (JSON Lines)", f"s3://{view['results']['bucket']}/{view['results']['key']}"),
         ("outcome rows", f"DynamoDB {stack.table_name}, pk BATCH#{view['batchId']}"),
     ]:

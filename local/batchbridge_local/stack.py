@@ -47,6 +47,8 @@ LOCAL_ENV = {
     # Real-world poll intervals (minutes) become seconds locally.
     "POLL_TIME_SCALE": "0.01",
     "PROVIDER_READ_TIMEOUT": "3",
+    # A local submit call ends within the read timeout: its claim can lapse after a few seconds.
+    "CLAIM_LEASE_SECONDS": "6",
 }
 
 
@@ -181,10 +183,12 @@ class LocalStack:
     def _reset_package_caches() -> None:
         from batchbridge import aws, connections
         from batchbridge.config import get_settings
+        from batchbridge.tasks import reset_default_deps
 
         aws.reset()
         connections.clear_cache()
         get_settings.cache_clear()
+        reset_default_deps()
 
     # --- resources --------------------------------------------------------------------------------
     def _pseudo(self) -> dict[str, str]:
@@ -497,6 +501,13 @@ class LocalStack:
                 raise TimeoutError("condition not met in time")
             time.sleep(0.1)
 
+    @property
+    def repo(self) -> Any:
+        """The repository the handlers use, on this stack's table (typed batch and chunk records)."""
+        from batchbridge.repository.dynamo import DynamoRepository
+
+        return DynamoRepository(self.table_name)
+
     def execution_history(self, batch_id: str) -> list[dict[str, Any]]:
         sfn = boto3.client("stepfunctions", region_name=REGION)
         arn = f"{self.state_machine_arn.replace(':stateMachine:', ':execution:')}:{batch_id}"
@@ -538,7 +549,7 @@ class LocalStack:
             time.sleep(0.1)
 
     def result_lines(self, batch_id: str) -> list[dict[str, Any]]:
-        from batchbridge.store import results_key
+        from batchbridge.objects import results_key
 
         body = boto3.client("s3", region_name=REGION).get_object(
             Bucket=self.bucket_name, Key=results_key(batch_id)

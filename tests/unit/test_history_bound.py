@@ -12,9 +12,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from batchbridge import engine
+from batchbridge import tasks
 from batchbridge.events import sns_message
 from batchbridge.providers.base import all_capabilities
+from batchbridge.records import Batch
 
 ASL = json.loads((Path(__file__).resolve().parents[2] / "statemachine" / "batch.asl.json").read_text())
 STATES: dict[str, Any] = ASL["States"]
@@ -54,6 +55,16 @@ def round_cap() -> int:
     return caps.pop()
 
 
+def collect_cap() -> int:
+    caps = {
+        c["NumericGreaterThanEquals"]
+        for c in STATES["All Results Collected?"]["Choices"]
+        if c.get("Variable") == "$.step.collectRounds"
+    }
+    assert len(caps) == 1, "the collect loop must have one cap"
+    return caps.pop()
+
+
 def max_chunks() -> int:
     return max(math.ceil(c.max_jobs_per_batch / c.max_jobs_per_submit) for c in all_capabilities())
 
@@ -72,15 +83,22 @@ def worst_case_events() -> int:
         + max(visit_events("Wait For Provider"), visit_events("Wait For Callback Or Next Poll"))
     )
     loops = rounds * max(submit_round, poll_round)
-    # Collecting takes at least one chunk per call, so at most one round per chunk.
-    collect = max_chunks() * (visit_events("Collect Results") + visit_events("All Results Collected?"))
+    # Collecting is capped in the definition itself (the engine stops a little before), each round perhaps
+    # waiting for a submit in flight.
+    collect = collect_cap() * (
+        visit_events("Collect Results")
+        + visit_events("All Results Collected?")
+        + visit_events("Wait For In-Flight Submit")
+    )
     tail = sum(
         visit_events(n)
         for n in (
             "Cancel Requested?",
             "Finalize Batch",
             "Record Unexpected Failure",
-            "Publish Failure Event",
+            "Read Finished Batch",
+            "Build Failure Event",
+            "Claim Completion Event",
             "Publish Completion Event",
             "Batch Succeeded?",
         )
@@ -90,14 +108,17 @@ def worst_case_events() -> int:
 
 
 def test_the_python_round_budget_ends_the_loop_before_the_definitions_backstop():
-    assert round_cap() > engine.MAX_ROUNDS
+    assert round_cap() > tasks.MAX_ROUNDS
+    assert collect_cap() == tasks.COLLECT_ROUND_CAP > tasks.MAX_COLLECT_ROUNDS
 
 
 def test_every_loop_is_guarded_by_the_round_cap_or_by_progress():
-    # The wait loops leave through the round cap; the collect loop through chunks finished per call.
+    # The wait loops leave through the round cap, the collect loop through its own.
     for name in ("All Chunks Submitted?", "Batch Finished?"):
         nexts = [c["Next"] for c in STATES[name]["Choices"] if c.get("Variable") == "$.step.pollCount"]
         assert nexts == ["Collect Results"], name
+    first = STATES["All Results Collected?"]["Choices"][0]
+    assert (first["Variable"], first["Next"]) == ("$.step.collectRounds", "Finalize Batch")
 
 
 def test_worst_case_history_stays_under_the_limit_at_maximum_deadline_and_batch_size():
@@ -110,22 +131,32 @@ def test_worst_case_history_stays_under_the_limit_at_maximum_deadline_and_batch_
     assert longest > round_cap()
 
 
-def largest_batch_record() -> dict[str, Any]:
-    return {
-        "batchId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-        "status": "PARTIALLY_SUCCEEDED",
-        "provider": "p" * 64,
-        "connection": "c" * 64,
-        "clientReference": "r" * 256,
-        "counts": {"total": 10_000, "succeeded": 9_999, "failed": 1, "notProcessed": 0},
-        "resultsKey": "batches/7c9e6679-7425-40de-944b-e07fc1f90ae7/results.jsonl",
-        "createdAt": "2026-11-22T06:00:00.000Z",
-        "finishedAt": "2026-11-24T02:00:00.000Z",
-        "durationSeconds": 158400.0,
-        "pollCount": 500,
-        "estimatedCostUsd": 0.123456,
-        "error": {"code": "E" * 64, "message": "m" * 1000},
-    }
+def largest_batch_record() -> Batch:
+    return Batch.model_validate(
+        {
+            "batchId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            "status": "PARTIALLY_SUCCEEDED",
+            "provider": "p" * 64,
+            "connection": "c" * 64,
+            "jobCount": 1_000_000,
+            "chunkCount": 5_000,
+            "jobsKey": "batches/7c9e6679-7425-40de-944b-e07fc1f90ae7/jobs.jsonl",
+            "deadlineAt": 1_800_000_000,
+            "clientReference": "r" * 256,
+            "retryOf": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            "counts": {"total": 1_000_000, "succeeded": 999_999, "failed": 1, "notProcessed": 0},
+            "resultsKey": "batches/7c9e6679-7425-40de-944b-e07fc1f90ae7/results.jsonl",
+            "outcomeKeys": {
+                k: f"batches/7c9e6679-7425-40de-944b-e07fc1f90ae7/results/{k}.jsonl"
+                for k in ("succeeded", "failed", "not_processed")
+            },
+            "createdAt": "2026-11-22T06:00:00.000Z",
+            "finishedAt": "2026-11-24T02:00:00.000Z",
+            "durationSeconds": 158400.0,
+            "pollCount": 500,
+            "error": {"code": "E" * 200, "message": "m" * 1000},
+        }
+    )
 
 
 def test_largest_state_stays_under_the_payload_limit(monkeypatch):
@@ -137,15 +168,20 @@ def test_largest_state_stays_under_the_payload_limit(monkeypatch):
     get_settings.cache_clear()
     # The state carries ids, the last step's small result, the caught error and the final event.
     caught_error = {"Error": "E" * 256, "Cause": "c" * 32_768}  # Step Functions' own caps on a caught error
-    step = engine.Step(
-        remaining=max_chunks(), wait_seconds=10**6, done=False, poll_count=10**6, callback=True
+    step = tasks.Step(
+        remaining=max_chunks(),
+        wait_seconds=10**6,
+        done=False,
+        poll_count=10**6,
+        collect_rounds=10**6,
+        callback=True,
     )
     state = {
         "batchId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
         "error": caught_error,
         "cancel": False,
         "step": step.dump(),
-        "final": sns_message(largest_batch_record()),
+        "final": sns_message(largest_batch_record(), get_settings()),
     }
     size = len(json.dumps(state).encode())
     get_settings.cache_clear()

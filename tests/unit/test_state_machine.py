@@ -65,7 +65,10 @@ def test_every_failure_path_reaches_finalize_and_publish():
     assert STATES["Check Batch Status"]["Catch"][0]["Next"] == "Collect Results"
     assert STATES["Collect Results"]["Catch"][0]["Next"] == "Finalize Batch"
     assert STATES["Finalize Batch"]["Catch"][0]["Next"] == "Record Unexpected Failure"
-    assert STATES["Record Unexpected Failure"]["Next"] == "Publish Failure Event"
+    assert STATES["Record Unexpected Failure"]["Next"] == "Build Failure Event"
+    assert STATES["Build Failure Event"]["Next"] == "Claim Completion Event"
+    assert STATES["Finalize Batch"]["Next"] == "Claim Completion Event"
+    assert STATES["Claim Completion Event"]["Next"] == "Publish Completion Event"
 
 
 def test_the_poll_loop_is_bounded_in_the_definition_itself():

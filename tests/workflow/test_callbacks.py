@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from batchbridge.config import get_settings
-from batchbridge.store import Store
 from batchbridge_local.simulators.ivvy import booking_session_jobs
 from tests.workflow.helpers import submit, the_event
 
@@ -61,8 +60,8 @@ def test_ivvys_callback_ends_the_wait_within_a_second(stack, sim, ivvy_connectio
     assert view["status"] == "SUCCEEDED"
     assert sim.callbacks and all(c.status == 200 for c in sim.callbacks)
     assert wait_task_endings(stack, batch_id)[0] == "TaskSucceeded"
-    chunk = Store().list_chunks(batch_id)[0]
-    delay = seconds(chunk["finishedAt"]) - (seconds(chunk["submittedAt"]) + sim.job_seconds)
+    chunk = stack.repo.get_chunk(batch_id, 0)
+    delay = seconds(chunk.finished_at) - (seconds(chunk.submitted_at) + sim.job_seconds)
     assert delay <= 1.0, f"completion seen {delay:.2f}s after iVvy finished"
     checks = [
         e
@@ -97,12 +96,12 @@ def test_os1s_callback_ends_the_wait(stack, os1_sim, os1_connection, slow_polls)
 def test_forged_duplicate_and_late_callbacks_are_harmless(stack, sim, ivvy_connection):
     batch_id = submit(stack, "ivvy", ivvy_connection, booking_session_jobs(2))
     view = stack.wait_for_batch(batch_id, timeout=60)
-    batch = Store().get_batch(batch_id)
+    batch = stack.repo.get_batch(batch_id)
     # A wrong token is indistinguishable from an unknown batch
     status, body = stack.api("POST", f"/callbacks/{batch_id}/not-the-token", {"asyncId": "x"})
     assert (status, body["error"]["code"]) == (404, "UNKNOWN_CALLBACK")
     # The real URL after the batch finished: answered, ignored, nothing changes
-    status, body = stack.api("POST", f"/callbacks/{batch_id}/{batch['callbackToken']}", {"asyncId": "x"})
+    status, body = stack.api("POST", f"/callbacks/{batch_id}/{batch.callback_token}", {"asyncId": "x"})
     assert (status, body["accepted"]) == (200, False)
     assert stack.batch(batch_id)["status"] == view["status"]
     assert len(stack.received_events(batch_id, wait=1)) == 1

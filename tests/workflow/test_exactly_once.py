@@ -1,7 +1,7 @@
 """Submit exactly once: a submit Lambda that stops after the provider accepted a chunk is run again by the
 workflow, and the chunk is not sent a second time (the simulators count what they accepted).
 
-The handlers run in this process, so a crash is injected where it hurts: the Store write that records the
+The handlers run in this process, so a crash is injected where it hurts: the repository write that records the
 provider's reference either happens and is followed by the crash, or is itself the crash. The injected
 error is named ``Lambda.ServiceException`` -- what Step Functions reports when the Lambda service fails an
 invoke, whether or not the function body ran, and one of the errors every task's ``Retry`` covers. (A
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from batchbridge.providers import superoffice
-from batchbridge.store import Store
+from batchbridge.repository import Repository
 from batchbridge_local.simulators.ivvy import booking_session_jobs
 from tests.workflow.helpers import assert_settled, submit
 
@@ -41,20 +41,20 @@ def so(superoffice_sim: Any, superoffice_listing_connection: str) -> Iterator[tu
 def crash_on_recording_the_reference(
     monkeypatch: pytest.MonkeyPatch, *, after: bool, error: type
 ) -> list[int]:
-    """The first Store write that records a provider reference crashes the invocation, either after the
-    write went through (``after=True``) or instead of it. Returns the chunk indexes it crashed on."""
-    original = Store.update_chunk
+    """The first repository write that records a provider reference crashes the invocation, either after
+    the write went through (``after=True``) or instead of it. Returns the chunk indexes it crashed on."""
+    original = Repository.record_submission
     crashed: list[int] = []
 
-    def update_chunk(self: Store, batch_id: str, index: int, values: dict[str, Any], **kwargs: Any) -> bool:
-        if "providerRef" not in values or crashed:
-            return original(self, batch_id, index, values, **kwargs)
+    def record_submission(self: Repository, batch_id: str, index: int, ref: str, **kwargs: Any) -> Any:
+        if crashed:
+            return original(self, batch_id, index, ref, **kwargs)
         crashed.append(index)
         if after:
-            original(self, batch_id, index, values, **kwargs)
+            original(self, batch_id, index, ref, **kwargs)
         raise error(f"injected crash {'after' if after else 'before'} recording chunk {index}'s reference")
 
-    monkeypatch.setattr(Store, "update_chunk", update_chunk)
+    monkeypatch.setattr(Repository, "record_submission", record_submission)
     return crashed
 
 
@@ -91,7 +91,7 @@ def test_a_crash_before_the_reference_was_recorded_needs_attention(stack, ivvy, 
     view = assert_settled(stack, batch_id, len(jobs), "NEEDS_ATTENTION")
     assert crashed == [0]
     assert view["error"]["code"] == "AMBIGUOUS_SUBMIT"
-    assert "chunk(s) [0]" in view["error"]["message"]
+    assert "chunk 0 " in view["error"]["message"]
     assert ivvy.submissions == 1
     lines = stack.result_lines(batch_id)
     assert {line["outcome"] for line in lines} == {"not_processed"}

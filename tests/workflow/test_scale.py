@@ -219,7 +219,7 @@ def outcome_row_indexes(stack: Any, batch_id: str) -> list[int]:
     }
     while True:
         page = ddb.query(**kwargs)
-        indexes.extend(int(item["sk"]["S"].removeprefix("OUTCOME#")) for item in page["Items"])
+        indexes.extend(int(item["sk"]["S"].rpartition("#")[2]) for item in page["Items"])
         if "LastEvaluatedKey" not in page:
             return indexes
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -8,6 +8,7 @@ import secrets
 
 import pytest
 
+from batchbridge.providers import superoffice
 from tests.conftest import add_superoffice
 from tests.workflow.helpers import by_outcome, submit, the_event
 
@@ -18,6 +19,7 @@ OPTIONS = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_i
 @pytest.fixture
 def sim(superoffice_sim):
     superoffice_sim.reset()
+    superoffice.clear_endpoint_cache()  # each test discovers the tenant afresh
     superoffice_sim.job_seconds = 0.5
     yield superoffice_sim
     superoffice_sim.reset()

@@ -1,30 +1,36 @@
-"""The HTTP API's logic: create a batch, read its status and outcomes, list providers."""
+"""The HTTP API's logic: create a batch, read its status and outcomes, list batches and providers, cancel.
+
+Everything here goes through the repository, the object store and the workflow gateway (:class:`Deps`);
+nothing reaches into the workflow tasks but the one callback entry point.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
-import time
 import uuid
 from enum import StrEnum
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from batchbridge import aws
-from batchbridge.config import get_settings
+from batchbridge.clock import now_iso
 from batchbridge.connections import load_connection
-from batchbridge.errors import BatchBridgeError, IdempotencyConflictError
+from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, InvalidTokenError
 from batchbridge.models import BatchStatus, OutcomeKind
+from batchbridge.objects import jobs_key
 from batchbridge.observability import logger
 from batchbridge.providers.base import Capabilities, Provider, all_capabilities, provider_class
-from batchbridge.store import Store, now_iso, request_key, results_key
+from batchbridge.records import Batch
+from batchbridge.repository import OPEN, ListQuery
+from batchbridge.tasks import Deps
 
 MAX_ERRORS_REPORTED = 10
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: How deep a job's values may nest. Real job payloads nest a few levels; deeper is a mistake or an
+#: attack, and would reach the providers' encoders (and Python's recursion limit) before anything else.
+MAX_JOB_DEPTH = 32
 
 
 class RequestError(BatchBridgeError):
@@ -42,6 +48,11 @@ class RequestError(BatchBridgeError):
         return {"error": error}
 
 
+def invalid(details: list[dict[str, Any]], code: str = "VALIDATION_FAILED") -> RequestError:
+    details = details[:MAX_ERRORS_REPORTED]
+    return RequestError(422, code, "; ".join(f"{d['field']}: {d['message']}" for d in details), details)
+
+
 class CreateBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -49,7 +60,7 @@ class CreateBatchRequest(BaseModel):
     connection: str = Field(min_length=1, max_length=64)
     jobs: list[dict[str, Any]] = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
-    client_reference: str | None = Field(default=None, alias="clientReference", max_length=256)
+    client_reference: str | None = Field(default=None, alias="clientReference", min_length=1, max_length=256)
     deadline_seconds: int | None = Field(default=None, alias="deadlineSeconds", ge=1)
 
 
@@ -63,37 +74,74 @@ def _details(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
     return out
 
 
-def parse_create(body: str | None, *, is_base64: bool = False) -> CreateBatchRequest:
-    settings = get_settings()
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json_object(body: str | None, *, is_base64: bool, max_bytes: int) -> dict[str, Any]:
+    """A request body as a JSON object, or a 4xx naming what is wrong with it."""
     if body is None or body == "":
         raise RequestError(400, "EMPTY_BODY", "the request has no body; send a JSON object")
     if is_base64:
         import base64
+        import binascii
 
-        body = base64.b64decode(body).decode("utf-8", "replace")
-    if len(body.encode()) > settings.max_body_bytes:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "MALFORMED_BODY", "the body is marked base64 but is not") from None
+        if len(raw) > max_bytes:
+            raise RequestError(
+                413, "BODY_TOO_LARGE", f"the body is larger than {max_bytes} bytes; split the batch"
+            )
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(400, "MALFORMED_JSON", "the body is not UTF-8 text") from None
+    elif len(body) > max_bytes or len(body.encode("utf-8", "surrogatepass")) > max_bytes:
         raise RequestError(
-            413, "BODY_TOO_LARGE", f"the body is larger than {settings.max_body_bytes} bytes; split the batch"
+            413, "BODY_TOO_LARGE", f"the body is larger than {max_bytes} bytes; split the batch"
         )
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise RequestError(
             400, "MALFORMED_JSON", f"the body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from None
+    except ValueError as exc:  # NaN, Infinity
+        raise RequestError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "MALFORMED_JSON", "the body nests too deeply") from None
     if not isinstance(data, dict):
         raise RequestError(400, "INVALID_BODY", "the body must be a JSON object")
+    return data
+
+
+def parse_create(body: str | None, *, is_base64: bool = False, max_bytes: int) -> CreateBatchRequest:
+    data = read_json_object(body, is_base64=is_base64, max_bytes=max_bytes)
     try:
         return CreateBatchRequest.model_validate(data)
     except ValidationError as exc:
-        details = _details(exc)
-        raise RequestError(
-            422, "VALIDATION_FAILED", "; ".join(f"{d['field']}: {d['message']}" for d in details), details
-        ) from None
+        raise invalid(_details(exc)) from None
 
 
-def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], dict[str, Any], int]:
-    """Check provider, jobs, options and deadline; returns the class, clean options and deadline seconds."""
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def validate_for_provider(
+    request: CreateBatchRequest,
+) -> tuple[type[Provider], dict[str, Any], int, list[bytes]]:
+    """Check provider, jobs, options and deadline. Returns the provider class, the clean options, the
+    deadline in seconds, and the jobs as the lines of the batch's jobs file."""
     try:
         cls = provider_class(request.provider)
     except BatchBridgeError as exc:
@@ -102,19 +150,24 @@ def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], 
         ) from None
     caps: Capabilities = cls.capabilities
     if len(request.jobs) > caps.max_jobs_per_batch:
-        message = (
-            f"{len(request.jobs)} jobs is more than {caps.name}'s maximum "
-            f"of {caps.max_jobs_per_batch} per batch"
-        )
+        most = caps.max_jobs_per_batch
+        message = f"{len(request.jobs)} jobs is more than {caps.name}'s maximum of {most} per batch"
         raise RequestError(422, "TOO_MANY_JOBS", message, [{"field": "jobs", "message": message}])
     details: list[dict[str, Any]] = []
+    lines: list[bytes] = []
     for i, job in enumerate(request.jobs):
-        try:
-            cls.job_model.model_validate(job)
-        except ValidationError as exc:
-            details.extend(_details(exc, f"jobs[{i}]"))
+        problems = job_problems(cls, job, f"jobs[{i}]")
+        if problems:
+            details.extend(problems)
             if len(details) >= MAX_ERRORS_REPORTED:
                 break
+            continue
+        try:
+            lines.append(json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        except UnicodeEncodeError:
+            details.append(
+                {"field": f"jobs[{i}]", "message": "holds a lone surrogate (\\ud800-\\udfff), not text"}
+            )
     try:
         options = cls.options_model.model_validate(request.options).model_dump(
             by_alias=True, exclude_none=True
@@ -133,11 +186,19 @@ def validate_for_provider(request: CreateBatchRequest) -> tuple[type[Provider], 
             }
         )
     if details:
-        details = details[:MAX_ERRORS_REPORTED]
-        raise RequestError(
-            422, "VALIDATION_FAILED", "; ".join(f"{d['field']}: {d['message']}" for d in details), details
-        )
-    return cls, options, deadline
+        raise invalid(details)
+    return cls, options, deadline, lines
+
+
+def job_problems(cls: type[Provider], job: Any, where: str) -> list[dict[str, Any]]:
+    """What is wrong with one job for this provider, as ``{"field", "message"}`` details naming ``where``."""
+    if _too_deep(job, MAX_JOB_DEPTH):
+        return [{"field": where, "message": f"nests deeper than {MAX_JOB_DEPTH} levels"}]
+    try:
+        cls.job_model.model_validate(job)
+    except ValidationError as exc:
+        return _details(exc, where)
+    return []
 
 
 def create_batch(
@@ -147,95 +208,99 @@ def create_batch(
     *,
     is_base64: bool = False,
     api_base_url: str | None = None,
-    store: Store | None = None,
+    deps: Deps | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    request = parse_create(body, is_base64=is_base64)
-    cls, options, deadline = validate_for_provider(request)
+    deps = deps or Deps.default()
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise RequestError(
+            400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
+        )
+    request = parse_create(body, is_base64=is_base64, max_bytes=deps.settings.max_body_bytes)
+    cls, options, deadline, lines = validate_for_provider(request)
+    _check_connection(request.connection, request.provider)
+
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                request.provider,
+                request.connection,
+                options,
+                request.client_reference,
+                request.deadline_seconds,
+            ],
+            sort_keys=True,
+        ).encode()
+    )
+    for line in lines:
+        digest.update(line + b"\n")
+    body_hash = digest.hexdigest()
+    batch_id = str(uuid.uuid4())
+    if idempotency_key is not None:
+        existing = deps.repo.claim_idempotency_key(
+            idempotency_key, body_hash, batch_id, expires_at=int(deps.clock()) + 86400
+        )
+        if existing is not None:
+            return _replay(deps, existing.batch_id, existing.body_hash, body_hash, base_path)
+
+    created = now_iso()
+    batch = Batch(
+        batch_id=batch_id,
+        status=BatchStatus.ACCEPTED,
+        provider=request.provider,
+        connection=request.connection,
+        job_count=len(lines),
+        chunk_count=-(-len(lines) // cls.capabilities.max_jobs_per_submit),
+        jobs_key=jobs_key(batch_id),
+        options=options,
+        client_reference=request.client_reference,
+        created_at=created,
+        updated_at=created,
+        deadline_at=int(deps.clock()) + deadline,
+        api_base_url=api_base_url,
+    )
+    written: list[str] = []
     try:
-        connection = load_connection(request.connection)
+        deps.objects.put_bytes(batch.jobs_key, b"\n".join(lines) + b"\n")
+        written.append("jobs")
+        deps.repo.create_batch(batch)
+        written.append("batch")
+        deps.workflow.start(batch_id)
+    except Exception:
+        logger.exception("could not accept the batch; undoing what was written", extra={"written": written})
+        _undo(deps, batch, written, idempotency_key)
+        raise
+    logger.info("batch accepted", extra={"batch_id": batch_id, "jobs": batch.job_count})
+    return 202, _accepted(batch_id, base_path)
+
+
+def _check_connection(name: str, provider: str) -> None:
+    try:
+        connection = load_connection(name)
     except BatchBridgeError as exc:
         raise RequestError(
             422, exc.code, exc.message, [{"field": "connection", "message": exc.message}]
         ) from None
-    if connection.provider != request.provider:
-        message = (
-            f"connection {request.connection!r} is for provider {connection.provider!r}, "
-            f"not {request.provider!r}"
-        )
+    if connection.provider != provider:
+        message = f"connection {name!r} is for provider {connection.provider!r}, not {provider!r}"
         raise RequestError(
             422, "CONNECTION_PROVIDER_MISMATCH", message, [{"field": "connection", "message": message}]
         )
 
-    store = store or Store()
-    batch_id = str(uuid.uuid4())
-    if idempotency_key is not None:
-        if not IDEMPOTENCY_KEY.match(idempotency_key):
-            raise RequestError(
-                400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
-            )
-        body_hash = hashlib.sha256(request.model_dump_json(by_alias=True).encode()).hexdigest()
-        existing = store.claim_idempotency_key(idempotency_key, body_hash, batch_id)
-        if existing is not None:
-            return _replay(store, existing, body_hash, base_path)
-
-    created = now_iso()
-    record = {
-        "batchId": batch_id,
-        "status": BatchStatus.ACCEPTED.value,
-        "provider": request.provider,
-        "connection": request.connection,
-        "jobCount": len(request.jobs),
-        "chunkCount": -(-len(request.jobs) // cls.capabilities.max_jobs_per_submit),
-        "options": options,
-        "clientReference": request.client_reference,
-        "createdAt": created,
-        "updatedAt": created,
-        "deadlineAt": int(time.time()) + deadline,
-        "requestKey": request_key(batch_id),
-        "pollCount": 0,
-        "apiBaseUrl": api_base_url,
-    }
-    written: list[str] = []
-    try:
-        store.put_json(
-            request_key(batch_id),
-            {
-                "provider": request.provider,
-                "connection": request.connection,
-                "jobs": request.jobs,
-                "options": options,
-            },
-        )
-        written.append("request")
-        store.create_batch({k: v for k, v in record.items() if v is not None})
-        written.append("batch")
-        aws.client("stepfunctions").start_execution(
-            stateMachineArn=get_settings().state_machine_arn,
-            name=batch_id,
-            input=json.dumps({"batchId": batch_id, "error": None, "cancel": False}),
-        )
-    except Exception:
-        logger.exception("could not accept the batch; undoing what was written", extra={"written": written})
-        _undo(store, batch_id, written, idempotency_key)
-        raise
-    logger.info("batch accepted", extra={"batch_id": batch_id, "jobs": len(request.jobs)})
-    return 202, _accepted(batch_id, base_path)
-
 
 def _replay(
-    store: Store, existing: dict[str, Any], body_hash: str, base_path: str
+    deps: Deps, batch_id: str | None, stored_hash: str | None, body_hash: str, base_path: str
 ) -> tuple[int, dict[str, Any]]:
     """A key seen before: the same body gets the same batch; a different body is refused."""
-    if existing.get("bodyHash") is None:  # the first request gave the key back (it failed) a moment ago
+    if stored_hash is None or batch_id is None:  # the first request gave the key back (it failed)
         raise RequestError(
             409, "IDEMPOTENCY_KEY_IN_USE", "a request with this Idempotency-Key just failed; retry"
         )
-    if existing["bodyHash"] != body_hash:
+    if stored_hash != body_hash:
         raise IdempotencyConflictError(
             "this Idempotency-Key was used for a different request body; use a new key for a new batch"
         )
     try:
-        store.get_batch(existing["batchId"])
+        deps.repo.get_batch(batch_id)
     except BatchBridgeError:
         # The first request with this key is still being accepted (or is being undone): never hand out an
         # id that may not come to exist.
@@ -244,19 +309,19 @@ def _replay(
             "IDEMPOTENCY_KEY_IN_USE",
             "a request with this Idempotency-Key is still being accepted; retry",
         ) from None
-    return 200, _accepted(existing["batchId"], base_path, replay=True)
+    return 200, _accepted(batch_id, base_path, replay=True)
 
 
-def _undo(store: Store, batch_id: str, written: list[str], idempotency_key: str | None) -> None:
+def _undo(deps: Deps, batch: Batch, written: list[str], idempotency_key: str | None) -> None:
     try:
         if "batch" in written:
-            store.delete_batch(batch_id)
-        if "request" in written:
-            store.delete_object(request_key(batch_id))
+            deps.repo.delete_batch(batch.batch_id)
+        if "jobs" in written:
+            deps.objects.delete(batch.jobs_key)
         if idempotency_key is not None:
-            store.release_idempotency_key(idempotency_key)
-    except ClientError:
-        logger.exception("undo failed", extra={"batch_id": batch_id})
+            deps.repo.release_idempotency_key(idempotency_key)
+    except Exception:
+        logger.exception("undo failed", extra={"batch_id": batch.batch_id})
 
 
 def _links(batch_id: str, base_path: str) -> dict[str, str]:
@@ -278,102 +343,153 @@ def _accepted(batch_id: str, base_path: str, *, replay: bool = False) -> dict[st
     return body
 
 
-def batch_view(batch_id: str, base_path: str, store: Store | None = None) -> dict[str, Any]:
-    store = store or Store()
-    batch = store.get_batch(batch_id)
-    view = {
-        "batchId": batch["batchId"],
-        "status": batch["status"],
-        "provider": batch["provider"],
-        "connection": batch["connection"],
-        "clientReference": batch.get("clientReference"),
-        "jobCount": batch["jobCount"],
-        "chunkCount": batch["chunkCount"],
-        "progress": batch.get("progress"),
-        "counts": batch.get("counts"),
-        "error": batch.get("error"),
-        "polls": batch.get("pollCount", 0),
-        "estimatedCostUsd": batch.get("estimatedCostUsd"),
-        "createdAt": batch["createdAt"],
-        "updatedAt": batch.get("updatedAt"),
-        "finishedAt": batch.get("finishedAt"),
-        "deadlineAt": batch["deadlineAt"],
+def batch_view(batch_id: str, base_path: str, deps: Deps | None = None) -> dict[str, Any]:
+    deps = deps or Deps.default()
+    batch = deps.repo.get_batch(batch_id)
+    view: dict[str, Any] = {
+        "batchId": batch.batch_id,
+        "status": batch.status.value,
+        "provider": batch.provider,
+        "connection": batch.connection,
+        "clientReference": batch.client_reference,
+        "jobCount": batch.job_count,
+        "chunkCount": batch.chunk_count,
+        "progress": batch.progress,
+        "counts": batch.counts.model_dump(by_alias=True) if batch.counts else None,
+        "error": batch.error.model_dump() if batch.error else None,
+        "polls": batch.rounds,
+        "cost": batch.cost,
+        "createdAt": batch.created_at,
+        "updatedAt": batch.updated_at,
+        "finishedAt": batch.finished_at,
+        "deadlineAt": batch.deadline_at,
+        "retryOf": batch.retry_of,
+        "retries": batch.retries or None,
         "links": _links(batch_id, base_path),
     }
-    if batch.get("resultsKey"):
-        view["results"] = {"bucket": store.bucket, "key": batch["resultsKey"]}
+    if batch.results_key:
+        view["results"] = {
+            "bucket": deps.objects.bucket,
+            "key": batch.results_key,
+            "byOutcome": batch.outcome_keys,
+        }
     return {k: v for k, v in view.items() if v is not None}
 
 
-def outcomes_page(batch_id: str, params: dict[str, str], store: Store | None = None) -> dict[str, Any]:
-    store = store or Store()
-    batch = store.get_batch(batch_id)
-    _only_params(params, {"limit", "nextToken", "outcome", "format"})
-    if params.get("format") == "file":
-        if not batch.get("resultsKey"):
-            raise RequestError(
-                409,
-                "RESULTS_NOT_READY",
-                f"batch {batch_id} is {batch['status']}; its results file is written when it finishes",
-            )
-        url = store.presigned_url(results_key(batch_id), get_settings().results_url_seconds)
-        return {
-            "batchId": batch_id,
-            "format": "jsonl",
-            "url": url,
-            "expiresIn": get_settings().results_url_seconds,
-        }
-    if params.get("format") not in (None, "json"):
-        raise RequestError(400, "INVALID_PARAMETER", "format must be 'json' or 'file'")
-    limit = _limit(params, default=100, maximum=1000)
+def outcomes_page(batch_id: str, params: dict[str, str], deps: Deps | None = None) -> dict[str, Any]:
+    deps = deps or Deps.default()
+    batch = deps.repo.get_batch(batch_id)
+    _only_params(params, {"limit", "nextToken", "outcome", "format", "clientRef"})
     outcome = _choice(params, "outcome", OutcomeKind)
+    if params.get("format") == "file":
+        return _results_file(deps, batch, outcome)
+    if params.get("format") not in (None, "", "json"):
+        raise RequestError(400, "INVALID_PARAMETER", "format must be 'json' or 'file'")
+    page: dict[str, Any] = {"batchId": batch_id, "status": batch.status.value}
+    if params.get("clientRef"):
+        if params.get("nextToken") or outcome is not None:
+            raise RequestError(
+                400, "INVALID_PARAMETER", "clientRef cannot be combined with outcome or nextToken"
+            )
+        page["items"] = [r.view() for r in deps.repo.outcome_by_client_ref(batch_id, params["clientRef"])]
+        return page
+    limit = _limit(params, default=100, maximum=1000)
     try:
-        items, token = store.query_outcomes(
-            batch_id, limit=limit, next_token=params.get("nextToken"), outcome=outcome
+        rows, token = deps.repo.outcomes(
+            batch_id, kind=outcome, limit=limit, token=params.get("nextToken") or None
         )
-    except BatchBridgeError as exc:
+    except InvalidTokenError as exc:
         raise RequestError(400, exc.code, exc.message) from None
-    page: dict[str, Any] = {"batchId": batch_id, "status": batch["status"], "items": items}
+    page["items"] = [r.view() for r in rows]
     if token:
         page["nextToken"] = token
     return page
 
 
-def list_batches(params: dict[str, str], base_path: str, store: Store | None = None) -> dict[str, Any]:
-    """``GET /batches``: batch summaries, newest first, optionally of one status and/or one provider."""
-    _only_params(params, {"status", "provider", "limit", "nextToken"})
+def _results_file(deps: Deps, batch: Batch, outcome: OutcomeKind | None) -> dict[str, Any]:
+    if not batch.results_key:
+        raise RequestError(
+            409,
+            "RESULTS_NOT_READY",
+            f"batch {batch.batch_id} is {batch.status.value}; its results files are written when it finishes",
+        )
+    key = batch.results_key if outcome is None else batch.outcome_keys.get(outcome.value)
+    if key is None:
+        raise RequestError(
+            409, "RESULTS_NOT_READY", f"batch {batch.batch_id} has no file of {outcome} outcomes"
+        )
+    seconds = deps.settings.results_url_seconds
+    name = f"{batch.batch_id}-{outcome.value if outcome else 'results'}.jsonl"
+    return {
+        "batchId": batch.batch_id,
+        "format": "jsonl",
+        "outcome": outcome.value if outcome else None,
+        "url": deps.objects.presigned_get(key, seconds, filename=name),
+        "expiresIn": seconds,
+    }
+
+
+def list_batches(params: dict[str, str], base_path: str, deps: Deps | None = None) -> dict[str, Any]:
+    """``GET /batches``: summaries, newest first, of one or several statuses (or ``active``), one
+    provider, or one client reference."""
+    deps = deps or Deps.default()
+    _only_params(params, {"status", "provider", "clientReference", "limit", "nextToken"})
     limit = _limit(params, default=25, maximum=100)
-    status = _choice(params, "status", BatchStatus)
+    statuses = _statuses(params.get("status") or "")
     provider = params.get("provider") or None
     if provider is not None:
         known = [c.name for c in all_capabilities()]
         if provider not in known:
             raise RequestError(400, "INVALID_PARAMETER", f"provider must be one of: {', '.join(known)}")
-    store = store or Store()
-    try:
-        items, token = store.list_batches(
-            limit=limit, status=status, provider=provider, next_token=params.get("nextToken")
+    reference = params.get("clientReference") or None
+    if reference is not None and (statuses or len(reference) > 256):
+        raise RequestError(
+            400,
+            "INVALID_PARAMETER",
+            "clientReference (at most 256 characters) cannot be combined with status",
         )
-    except BatchBridgeError as exc:
+    query = ListQuery(statuses=statuses, provider=provider, client_reference=reference)
+    try:
+        batches, token = deps.repo.list_batches(query, limit=limit, token=params.get("nextToken") or None)
+    except InvalidTokenError as exc:
         raise RequestError(400, exc.code, exc.message) from None
-    page: dict[str, Any] = {"items": [_summary(item, base_path) for item in items]}
+    page: dict[str, Any] = {"items": [_summary(b, base_path) for b in batches]}
     if token:
         page["nextToken"] = token
     return page
 
 
-def _summary(item: dict[str, Any], base_path: str) -> dict[str, Any]:
+def _statuses(value: str) -> tuple[BatchStatus, ...]:
+    """``status=FAILED,TIMED_OUT`` or ``status=active`` (every status of a batch still going)."""
+    if not value:
+        return ()
+    chosen: list[BatchStatus] = []
+    for part in (p.strip() for p in value.split(",")):
+        if part == "active":
+            chosen.extend(OPEN)
+            continue
+        try:
+            chosen.append(BatchStatus(part))
+        except ValueError:
+            allowed = ", ".join(["active", *(s.value for s in BatchStatus)])
+            raise RequestError(
+                400, "INVALID_PARAMETER", f"status must be one or more of: {allowed}"
+            ) from None
+    return tuple(dict.fromkeys(chosen))
+
+
+def _summary(batch: Batch, base_path: str) -> dict[str, Any]:
     summary = {
-        "batchId": item["batchId"],
-        "status": item["status"],
-        "provider": item["provider"],
-        "connection": item["connection"],
-        "clientReference": item.get("clientReference"),
-        "jobCount": item["jobCount"],
-        "counts": item.get("counts"),
-        "createdAt": item["createdAt"],
-        "finishedAt": item.get("finishedAt"),
-        "links": _links(item["batchId"], base_path),
+        "batchId": batch.batch_id,
+        "status": batch.status.value,
+        "provider": batch.provider,
+        "connection": batch.connection,
+        "clientReference": batch.client_reference,
+        "jobCount": batch.job_count,
+        "counts": batch.counts.model_dump(by_alias=True) if batch.counts else None,
+        "createdAt": batch.created_at,
+        "finishedAt": batch.finished_at,
+        "links": _links(batch.batch_id, base_path),
     }
     return {k: v for k, v in summary.items() if v is not None}
 
@@ -382,7 +498,7 @@ def _only_params(params: dict[str, str], allowed: set[str]) -> None:
     unknown = set(params) - allowed
     if unknown:
         raise RequestError(
-            400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))}"
+            400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}"
         )
 
 
@@ -408,90 +524,40 @@ def _limit(params: dict[str, str], *, default: int, maximum: int) -> int:
     return limit
 
 
-def cancel_batch(batch_id: str, base_path: str, store: Store | None = None) -> dict[str, Any]:
+def cancel_batch(batch_id: str, base_path: str, deps: Deps | None = None) -> dict[str, Any]:
     """Stop the batch's workflow and start the short cancel run that collects, finalizes and publishes.
 
     Jobs that already finished keep their real outcomes; running work is cancelled at the provider where
     the provider can, and every unfinished job gets a ``not_processed`` outcome.
     """
-    store = store or Store()
-    batch = store.get_batch(batch_id)
-    if BatchStatus(batch["status"]).is_terminal:
+    deps = deps or Deps.default()
+    batch = deps.repo.get_batch(batch_id)
+    if batch.status.is_terminal:
         raise RequestError(
-            409, "BATCH_FINISHED", f"batch {batch_id} already finished with status {batch['status']}"
+            409, "BATCH_FINISHED", f"batch {batch_id} already finished with status {batch.status.value}"
         )
-    try:
-        store.update_batch(batch_id, set_={"cancelRequested": True}, only_if_not_terminal=True)
-    except BatchBridgeError:
-        raise RequestError(
-            409, "BATCH_FINISHED", f"batch {batch_id} finished before it could be cancelled"
-        ) from None
-    sfn = aws.client("stepfunctions")
-    machine = get_settings().state_machine_arn
-    execution = machine.replace(":stateMachine:", ":execution:") + f":{batch_id}"
-    try:
-        sfn.stop_execution(executionArn=execution, cause="cancelled through POST /batches/{id}/cancel")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("ExecutionDoesNotExist",):
-            raise
-    try:
-        sfn.start_execution(
-            stateMachineArn=machine,
-            name=f"{batch_id}-cancel",
-            input=json.dumps({"batchId": batch_id, "error": None, "cancel": True}),
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
-            raise
+    if deps.repo.request_cancel(batch_id) is None:
+        raise RequestError(409, "BATCH_FINISHED", f"batch {batch_id} finished before it could be cancelled")
+    deps.workflow.stop(batch_id, "cancelled through POST /batches/{id}/cancel")
+    deps.workflow.start(batch_id, cancel=True)
     logger.info("batch cancel requested", extra={"batch_id": batch_id})
     return {"batchId": batch_id, "status": "CANCELLING", "links": _links(batch_id, base_path)}
 
 
-def receive_callback(
-    batch_id: str, token: str, body: str | None, store: Store | None = None
-) -> dict[str, Any]:
-    """A provider's completion callback, authenticated by the batch's unguessable token.
+def receive_callback(batch_id: str, token: str, body: str | None, deps: Deps | None = None) -> dict[str, Any]:
+    """A provider's completion callback (see :mod:`batchbridge.tasks.callbacks`). The body is parsed
+    defensively: a body that is not JSON, or nests too deeply, is passed on as None."""
+    from batchbridge.tasks import callbacks
 
-    The body is never trusted on its own: when it names a chunk, the provider is asked to confirm it
-    (iVvy: through ``results``); then the waiting workflow is resumed, and its next status check records
-    what the provider says. Duplicate, late and unconfirmed callbacks are answered and otherwise ignored.
-    """
-    from batchbridge.engine import _chunk_info, _provider_for, wake_for_callback
-    from batchbridge.models import ChunkState
-
-    store = store or Store()
-    unknown = RequestError(404, "UNKNOWN_CALLBACK", "no such callback")
-    try:
-        batch = store.get_batch(batch_id)
-    except BatchBridgeError:
-        raise unknown from None
-    expected = str(batch.get("callbackToken") or "")
-    if not expected or not hmac.compare_digest(expected.encode(), token.encode()):
-        raise unknown
-    if BatchStatus(batch["status"]).is_terminal:
-        return {"accepted": False, "reason": "the batch has finished"}
-    try:
-        parsed: Any = json.loads(body) if body else None
-    except json.JSONDecodeError:
-        parsed = None
-    provider = _provider_for(batch)
-    ref = provider.callback_ref(parsed)
-    if ref is not None:
-        chunk = next(
-            (
-                c
-                for c in store.list_chunks(batch_id)
-                if c.get("providerRef") == ref and c["state"] == ChunkState.RUNNING
-            ),
-            None,
-        )
-        if chunk is None:
-            return {"accepted": False, "reason": "no running chunk has that reference"}
-        if not provider.confirm_callback(_chunk_info(batch, chunk), parsed):
-            return {"accepted": False, "reason": "the provider does not confirm it"}
-    resumed = wake_for_callback(batch_id, store)
-    logger.info("callback received", extra={"batch_id": batch_id, "resumed": resumed})
-    return {"accepted": True}
+    parsed: Any = None
+    if body:
+        try:
+            parsed = json.loads(body, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            parsed = None
+        if _too_deep(parsed, MAX_JOB_DEPTH):
+            parsed = None
+    return callbacks.receive(batch_id, token, parsed, deps)
 
 
 def providers_view() -> dict[str, Any]:

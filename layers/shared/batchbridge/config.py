@@ -26,6 +26,9 @@ class Settings(BaseModel):
     callback_base_url: str = ""
     # Seconds to wait for a provider's answer; the local runtime shortens it so fault tests stay quick.
     provider_read_timeout: float = Field(default=20.0, gt=0, le=120)
+    # How long a chunk claimed for submission stays claimed: at least the submit function's timeout, so a
+    # claim outlives its claimer. A claim found after that was left by a submit that stopped mid-call.
+    claim_lease_seconds: float = Field(default=150.0, gt=0)
 
     @classmethod
     def from_environ(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,6 +46,7 @@ class Settings(BaseModel):
             "results_url_seconds": "RESULTS_URL_SECONDS",
             "callback_base_url": "CALLBACK_BASE_URL",
             "provider_read_timeout": "PROVIDER_READ_TIMEOUT",
+            "claim_lease_seconds": "CLAIM_LEASE_SECONDS",
         }
         values = {field: env[var] for field, var in mapping.items() if env.get(var)}
         return cls.model_validate(values)

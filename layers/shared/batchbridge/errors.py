@@ -135,6 +135,12 @@ class InvalidStateError(BatchBridgeError):
     code = "INVALID_STATE"
 
 
+class InvalidTokenError(BatchBridgeError):
+    """A paging token this API did not issue, or issued for another query."""
+
+    code = "INVALID_TOKEN"
+
+
 class CancelNotSupportedError(BatchBridgeError):
     code = "CANCEL_NOT_SUPPORTED"
 

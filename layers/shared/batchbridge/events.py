@@ -6,61 +6,66 @@ The schema is ``schemas/completion-event.v1.json`` at the repository root.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batchbridge.config import get_settings
-from batchbridge.store import now_iso
+from batchbridge.clock import now_iso
+
+if TYPE_CHECKING:
+    from batchbridge.config import Settings
+    from batchbridge.records import Batch
 
 SCHEMA_VERSION = "1"
 EVENT_TYPE_PREFIX = "batchbridge.batch."
 
 
-def completion_event(batch: dict[str, Any]) -> dict[str, Any]:
-    status = batch["status"]
+def completion_event(batch: Batch, settings: Settings) -> dict[str, Any]:
+    status = batch.status.value
     data = {
         "schemaVersion": SCHEMA_VERSION,
-        "batchId": batch["batchId"],
-        "provider": batch["provider"],
-        "connection": batch["connection"],
+        "batchId": batch.batch_id,
+        "provider": batch.provider,
+        "connection": batch.connection,
         "status": status,
-        "counts": batch.get("counts", {}),
+        "counts": batch.counts.model_dump(by_alias=True) if batch.counts else {},
         "results": {
-            "bucket": get_settings().bucket_name,
-            "key": batch.get("resultsKey"),
+            "bucket": settings.bucket_name,
+            "key": batch.results_key,
+            "byOutcome": batch.outcome_keys,
         },
         "timings": {
-            "createdAt": batch.get("createdAt"),
-            "finishedAt": batch.get("finishedAt"),
-            "durationSeconds": batch.get("durationSeconds"),
+            "createdAt": batch.created_at,
+            "finishedAt": batch.finished_at,
+            "durationSeconds": batch.duration_seconds,
         },
-        "polls": batch.get("pollCount", 0),
-        "estimatedStepFunctionsCostUsd": batch.get("estimatedCostUsd"),
-        "clientReference": batch.get("clientReference"),
-        "error": batch.get("error"),
+        "polls": batch.rounds,
+        "cost": batch.cost,
+        "clientReference": batch.client_reference,
+        "retryOf": batch.retry_of,
+        "error": batch.error.model_dump() if batch.error else None,
     }
     return {
         "specversion": "1.0",
-        "id": f"{batch['batchId']}:{status}",
-        "source": get_settings().event_source,
+        "id": f"{batch.batch_id}:{status}",
+        "source": settings.event_source,
         "type": EVENT_TYPE_PREFIX + status.lower(),
-        "time": batch.get("finishedAt") or now_iso(),
-        "subject": f"batches/{batch['batchId']}",
+        "time": batch.finished_at or now_iso(),
+        "subject": f"batches/{batch.batch_id}",
         "datacontenttype": "application/json",
         "dataschema": "https://batchbridge.dev/schemas/completion-event.v1.json",
         "data": data,
     }
 
 
-def sns_message(batch: dict[str, Any]) -> dict[str, Any]:
+def sns_message(batch: Batch, settings: Settings) -> dict[str, Any]:
     """What the workflow's SNS publish step sends: the event as text and its filter attributes."""
-    event = completion_event(batch)
+    event = completion_event(batch, settings)
     return {
-        "status": batch["status"],
+        "status": batch.status.value,
         "message": json.dumps(event, separators=(",", ":")),
         "attributes": {
-            "provider": batch["provider"],
-            "status": batch["status"],
+            "provider": batch.provider,
+            "status": batch.status.value,
             "eventType": event["type"],
-            "connection": batch["connection"],
+            "connection": batch.connection,
         },
     }

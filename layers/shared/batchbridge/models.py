@@ -47,15 +47,25 @@ class OutcomeKind(StrEnum):
 
 
 class ChunkState(StrEnum):
-    """Where one provider submission (a chunk of the batch's jobs) stands."""
+    """Where one provider submission (a chunk of the batch's jobs) stands.
+
+    The legal moves between these states are listed once, in ``batchbridge.repository.CHUNK_MOVES``.
+    """
 
     PENDING = "PENDING"  # not yet sent
-    SUBMITTING = "SUBMITTING"  # claimed by a submit attempt; provider reference not yet recorded
-    RUNNING = "RUNNING"  # accepted by the provider, not finished
+    SUBMITTING = "SUBMITTING"  # claimed by one submit attempt; its answer not yet recorded
+    UNCONFIRMED = "UNCONFIRMED"  # sent, and no answer proved whether the provider took it: never resent
+    RUNNING = "RUNNING"  # accepted by the provider (its reference recorded), not finished
     COMPLETED = "COMPLETED"  # provider says finished; results not yet collected
-    FAILED = "FAILED"  # provider says the job failed as a whole
-    COLLECTED = "COLLECTED"  # outcomes written
-    ABANDONED = "ABANDONED"  # never finished (deadline, cancel, rejection); outcomes written as not_processed
+    FAILED = "FAILED"  # refused at submit, or the provider says the job failed as a whole
+    COLLECTING = "COLLECTING"  # how its outcomes are settled has been decided once; being written
+    COLLECTED = "COLLECTED"  # outcomes written from the provider's results (or its refusal)
+    ABANDONED = "ABANDONED"  # never finished (deadline, cancel, ambiguity); outcomes written as not_processed
+
+    @property
+    def is_settled(self) -> bool:
+        """Every job of the chunk has its one outcome written."""
+        return self in (ChunkState.COLLECTED, ChunkState.ABANDONED)
 
 
 class ErrorInfo(BaseModel):
