@@ -98,6 +98,7 @@ def worst_case_events() -> int:
             "Record Unexpected Failure",
             "Read Finished Batch",
             "Build Failure Event",
+            "Encode Failure Event",
             "Claim Completion Event",
             "Publish Completion Event",
             "Batch Succeeded?",

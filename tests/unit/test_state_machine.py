@@ -66,7 +66,8 @@ def test_every_failure_path_reaches_finalize_and_publish():
     assert STATES["Collect Results"]["Catch"][0]["Next"] == "Finalize Batch"
     assert STATES["Finalize Batch"]["Catch"][0]["Next"] == "Record Unexpected Failure"
     assert STATES["Record Unexpected Failure"]["Next"] == "Build Failure Event"
-    assert STATES["Build Failure Event"]["Next"] == "Claim Completion Event"
+    assert STATES["Build Failure Event"]["Next"] == "Encode Failure Event"
+    assert STATES["Encode Failure Event"]["Next"] == "Claim Completion Event"
     assert STATES["Finalize Batch"]["Next"] == "Claim Completion Event"
     assert STATES["Claim Completion Event"]["Next"] == "Publish Completion Event"
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-from batchbridge.errors import BatchNotFoundError
+from batchbridge.errors import BatchNotFoundError, InvalidTokenError
 from batchbridge.records import Batch
 from batchbridge.repository import META, Expect, ListQuery, OutcomeRow, Repository, Write, outcome_sk, pk
 
@@ -185,6 +185,8 @@ class MemoryRepository(Repository):
             and (query.client_reference is None or b.client_reference == query.client_reference)
         ]
         wanted.sort(key=lambda b: (b.created_at, b.batch_id), reverse=True)
+        if token is not None and not token.isdigit():
+            raise InvalidTokenError("nextToken is not a token this API issued")
         start = int(token or 0)
         page = wanted[start : start + limit]
         return page, (str(start + limit) if start + limit < len(wanted) else None)
