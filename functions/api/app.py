@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import api
+from batchbridge import api, cost
 from batchbridge.errors import BatchBridgeError, BatchNotFoundError, IdempotencyConflictError
 from batchbridge.observability import logger, metrics, tracer
 
@@ -55,9 +55,11 @@ def _public_url() -> str | None:
 def create_batch() -> Response:
     event = app.current_event
     key = (event.headers or {}).get("Idempotency-Key") or (event.headers or {}).get("idempotency-key")
-    status, body = api.create_batch(
-        event.body, key, _base_path(), is_base64=event.is_base64_encoded, api_base_url=_public_url()
-    )
+    with cost.metering() as meter:  # what creating it cost is the batch's first usage
+        meter.memory_mb = int(getattr(app.lambda_context, "memory_limit_in_mb", 128))
+        status, body = api.create_batch(
+            event.body, key, _base_path(), is_base64=event.is_base64_encoded, api_base_url=_public_url()
+        )
     metrics.add_metric(name="BatchesAccepted", unit="Count", value=1 if status == 202 else 0)
     return _json(status, body)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from batchbridge import cost
 from batchbridge.observability import logger, tracer
 from batchbridge.tasks import AwaitInput
 from batchbridge.tasks.callbacks import park_for_callback
@@ -18,5 +19,9 @@ from batchbridge.tasks.callbacks import park_for_callback
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = AwaitInput.model_validate(event)
+    return cost.run_metered("await", task.batch_id, context, lambda: _park(task))
+
+
+def _park(task: AwaitInput) -> dict[str, Any]:
     park_for_callback(task.batch_id, task.task_token)
     return {"parked": True}

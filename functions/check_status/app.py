@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from batchbridge import cost
 from batchbridge.observability import logger, metrics, provider_task, tracer
 from batchbridge.tasks import TaskInput, time_left
 from batchbridge.tasks.check import check_batch
@@ -18,4 +19,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.debug("task input", extra={"task_input": event})  # ids and error names, never credentials
     task = TaskInput.model_validate(event)
     with provider_task():  # counts ProviderCalls and ProviderErrors, re-raises
-        return check_batch(task.batch_id, time_left(context)).dump()
+        return cost.run_metered(
+            "check", task.batch_id, context, lambda: check_batch(task.batch_id, time_left(context)).dump()
+        )

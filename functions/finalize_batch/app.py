@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from batchbridge import cost
 from batchbridge.observability import logger, metrics, tracer
 from batchbridge.tasks import TaskInput
 from batchbridge.tasks.finalize import finalize_batch
@@ -17,6 +18,8 @@ from batchbridge.tasks.finalize import finalize_batch
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.debug("task input", extra={"task_input": event})  # ids and error names, never credentials
     task = TaskInput.model_validate(event)
-    message = finalize_batch(task.batch_id, task.error)
+    message = cost.run_metered(
+        "finalize", task.batch_id, context, lambda: finalize_batch(task.batch_id, task.error)
+    )
     metrics.add_metric(name=f"Batches{message['status'].title().replace('_', '')}", unit="Count", value=1)
     return message

@@ -80,6 +80,7 @@ class LocalFunction:
     handler: str
     timeout: float
     environment: dict[str, str]
+    memory_mb: int = 128
     _module: ModuleType | None = None
 
     def load(self) -> Callable[[Any, Any], Any]:
@@ -95,7 +96,7 @@ class LocalFunction:
         return getattr(self._module, self.handler.rpartition(".")[2])
 
     def invoke(self, event: Any) -> Any:
-        return self.load()(event, FakeContext(self.name, self.timeout))
+        return self.load()(event, FakeContext(self.name, self.timeout, self.memory_mb))
 
 
 class LocalStack:
@@ -285,6 +286,7 @@ class LocalStack:
                 code_dir=tpl.ROOT / props["CodeUri"],
                 handler=props.get("Handler", glob.get("Handler", "app.lambda_handler")),
                 timeout=float(props.get("Timeout", glob.get("Timeout", 3))),
+                memory_mb=int(props.get("MemorySize", glob.get("MemorySize", 128))),
                 environment=env,
             )
             self.functions[logical_id] = fn
@@ -395,6 +397,9 @@ class LocalStack:
                     return _original(backend, *args, **kwargs)
 
             setattr(DynamoDBBackend, name, atomic)
+        DynamoDBBackend.transact_write_items = _item_rollback_transactions(  # type: ignore[method-assign]
+            DynamoDBBackend.transact_write_items, lock
+        )
 
     # --- Lambda routing ---------------------------------------------------------------------------
     def _route_lambda(self) -> None:
@@ -585,6 +590,53 @@ class LocalStack:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name):
             for obj in page.get("Contents", []):
                 yield obj["Key"], s3.get_object(Bucket=self.bucket_name, Key=obj["Key"])["Body"].read()
+
+
+def _item_rollback_transactions(atomic_transact: Any, lock: threading.RLock) -> Any:
+    """moto undoes a failed transaction by restoring a deep copy of every table it touched, taken before
+    it starts: a copy of the whole table, outcome rows and all, for every chunk claim - seconds per claim
+    once the table holds a few thousand rows. Under the one DynamoDB lock, undoing the items the
+    transaction touched is the same: their copies are taken instead, and the tables are left alone."""
+    import copy as copy_module
+
+    from moto.dynamodb import models as ddb_models
+    from moto.dynamodb.models.table import Table
+
+    class _TablesAsThey:
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, Table) else copy_module.deepcopy(value, memo)
+
+    def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> Any:
+        with lock:
+            touched: list[tuple[Any, Any, Any, Any]] = []
+            for entry in transact_items:
+                _, op = next(iter(entry.items()))
+                table = backend.tables.get(op.get("TableName"))
+                if table is None:
+                    continue
+                key = op.get("Key") or {
+                    k: op["Item"][k]
+                    for k in (table.hash_key_attr, table.range_key_attr)
+                    if k and k in op["Item"]
+                }
+                hash_value, range_value = backend.get_keys_value(table, key)
+                before = table.get_item(hash_value, range_value)
+                touched.append((table, hash_value, range_value, copy_module.deepcopy(before)))
+            ddb_models.copy = _TablesAsThey  # type: ignore[assignment]
+            try:
+                return atomic_transact(backend, transact_items)
+            except Exception:
+                for table, hash_value, range_value, before in reversed(touched):
+                    if table.get_item(hash_value, range_value) is not None:
+                        table.delete_item(hash_value, range_value)
+                    if before is not None:
+                        table.put_item(before.to_json()["Attributes"])
+                raise
+            finally:
+                ddb_models.copy = copy_module  # type: ignore[assignment]
+
+    return transact_write_items
 
 
 def proxy_event(

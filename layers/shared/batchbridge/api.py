@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from batchbridge import cost
 from batchbridge.clock import now_iso
 from batchbridge.connections import load_connection
 from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, InvalidTokenError
@@ -270,7 +271,20 @@ def create_batch(
         _undo(deps, batch, written, idempotency_key)
         raise
     logger.info("batch accepted", extra={"batch_id": batch_id, "jobs": batch.job_count})
+    _meter_creation(batch_id)
     return 202, _accepted(batch_id, base_path)
+
+
+def _meter_creation(batch_id: str) -> None:
+    """What creating the batch cost, as its first usage: this invocation (when metered) and the state
+    machine's first transition ("Cancel Requested?")."""
+    meter = cost.current()
+    if meter is None:
+        return
+    meter.add(cost.TRANSITIONS, cost.transitions_after("start", None))
+    cost.lambda_invocation(meter)
+    cost.flush(batch_id, meter)
+    meter.recorded = True
 
 
 def _check_connection(name: str, provider: str) -> None:
@@ -358,7 +372,7 @@ def batch_view(batch_id: str, base_path: str, deps: Deps | None = None) -> dict[
         "counts": batch.counts.model_dump(by_alias=True) if batch.counts else None,
         "error": batch.error.model_dump() if batch.error else None,
         "polls": batch.rounds,
-        "cost": batch.cost,
+        "cost": batch.cost or (cost.price(batch.usage) | {"final": False} if batch.usage else None),
         "createdAt": batch.created_at,
         "updatedAt": batch.updated_at,
         "finishedAt": batch.finished_at,

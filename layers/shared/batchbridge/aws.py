@@ -19,8 +19,13 @@ _create = threading.Lock()
 
 @cache
 def client(service: str) -> Any:
+    """The container's client of ``service``; its calls are metered for the batch being worked on."""
+    from batchbridge import cost
+
     with _create:
-        return boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+        made = boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+    cost.install(made)
+    return made
 
 
 _local = threading.local()

@@ -289,7 +289,7 @@ class Repository(ABC):
     def meter(self, batch_id: str, usage: dict[str, float]) -> None:
         """Add to the batch's metered counters (see :mod:`batchbridge.cost`), whatever its status."""
         if usage:
-            self._batch_write(batch_id, (EXISTS,), add={f"usage.{k}": v for k, v in usage.items()})
+            self._batch_write(batch_id, (EXISTS,), add={f"usage.{k}": round(v, 6) for k, v in usage.items()})
 
     # --- callbacks ---------------------------------------------------------------------------------
     def park_for_callback(self, batch_id: str, task_token: str) -> Batch:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from batchbridge import aws
+from batchbridge import aws, cost
 from batchbridge.errors import BatchNotFoundError, InvalidTokenError
 from batchbridge.models import BatchStatus, ErrorInfo
 from batchbridge.records import Batch, dynamo, plain
@@ -124,14 +124,14 @@ class DynamoRepository(Repository):
     # --- primitives --------------------------------------------------------------------------------
     def _get(self, key: tuple[str, str]) -> dict[str, Any] | None:
         item = self.table.get_item(Key={"pk": key[0], "sk": key[1]}, ConsistentRead=True).get("Item")
+        cost.dynamodb(reads=cost.read_units(cost.item_size(item or {}), consistent=True), operation="GetItem")
         return dict(plain(item)) if item else None
 
     def _put_new(self, key: tuple[str, str], item: dict[str, Any]) -> bool:
+        full = dynamo({**item, "pk": key[0], "sk": key[1]})
+        cost.dynamodb(writes=cost.write_units(cost.item_size(full)), operation="PutItem")
         try:
-            self.table.put_item(
-                Item=dynamo({**item, "pk": key[0], "sk": key[1]}),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+            self.table.put_item(Item=full, ConditionExpression="attribute_not_exists(pk)")
         except ClientError as exc:
             if _is_conditional(exc):
                 return False
@@ -139,6 +139,7 @@ class DynamoRepository(Repository):
         return True
 
     def _delete(self, key: tuple[str, str]) -> None:
+        cost.dynamodb(writes=1, operation="DeleteItem")
         self.table.delete_item(Key={"pk": key[0], "sk": key[1]})
 
     def _apply(self, write: Write) -> dict[str, Any] | None:
@@ -155,8 +156,10 @@ class DynamoRepository(Repository):
             )
         except ClientError as exc:
             if _is_conditional(exc):
+                cost.dynamodb(writes=1, operation="UpdateItem")  # a refused write costs at least one unit
                 return None
             raise
+        cost.dynamodb(writes=cost.write_units(cost.item_size(result["Attributes"])), operation="UpdateItem")
         return dict(plain(result["Attributes"]))
 
     def _swap(self, batch_id: str, *, set: dict[str, Any], remove: tuple[str, ...]) -> Batch:
@@ -174,7 +177,9 @@ class DynamoRepository(Repository):
             if _is_conditional(exc):
                 raise BatchNotFoundError(f"no batch {batch_id!r}") from exc
             raise
-        return Batch.from_item(result.get("Attributes", {}))
+        before = result.get("Attributes", {})
+        cost.dynamodb(writes=cost.write_units(cost.item_size(before)), operation="UpdateItem")
+        return Batch.from_item(before)
 
     def _transact(
         self, *, checks: list[tuple[tuple[str, str], tuple[Expect, ...]]], write: Write
@@ -195,6 +200,11 @@ class DynamoRepository(Repository):
                     "ConditionExpression": condition,
                 }
             }
+        )
+        # Each item of a transaction costs twice its units; the items are not returned, so each is taken
+        # at its smallest (a batch record over 1 KB costs a little more than is counted).
+        cost.dynamodb(
+            writes=cost.write_units(0, transactional=True) * len(items), operation="TransactWriteItems"
         )
         try:
             self.client.transact_write_items(TransactItems=items)
@@ -231,6 +241,7 @@ class DynamoRepository(Repository):
         }
         while True:
             page = self.table.query(**kwargs)
+            _count_page(page, consistent=True)
             for item in page.get("Items", []):
                 yield dict(plain(item))
             if "LastEvaluatedKey" not in page:
@@ -244,6 +255,7 @@ class DynamoRepository(Repository):
         partition = pk(batch_id)
         ttl = str(expires_at)
         requests = []
+        units = 0.0
         for row in rows:
             item: dict[str, Any] = {
                 "pk": {"S": partition},
@@ -266,6 +278,8 @@ class DynamoRepository(Repository):
             if row.detail is not None:
                 item["detail"] = {"S": row.detail}
             requests.append({"PutRequest": {"Item": item}})
+            units += _row_units(row)
+        cost.dynamodb(writes=units, operation="BatchWriteItem")
         for start in range(0, len(requests), _ROW_BATCH):
             self._batch_write_all(requests[start : start + _ROW_BATCH])
 
@@ -292,6 +306,7 @@ class DynamoRepository(Repository):
         if after is not None:
             kwargs["ExclusiveStartKey"] = {"pk": partition, "sk": after}
         page = self.table.query(**kwargs)
+        _count_page(page, consistent=False)
         rows = [_row(plain(i)) for i in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return rows, (str(last["sk"]) if last else None)
@@ -303,6 +318,7 @@ class DynamoRepository(Repository):
             ExpressionAttributeValues={":r": f"{batch_id}#{client_ref}"},
             Limit=100,
         )
+        _count_page(page, consistent=False)
         return sorted((_row(plain(i)) for i in page.get("Items", [])), key=lambda r: r.index)
 
     # --- listing -------------------------------------------------------------------------------------
@@ -364,6 +380,7 @@ class DynamoRepository(Repository):
         items: list[dict[str, Any]] = []
         while True:
             page = self.table.query(**kwargs)
+            _count_page(page, consistent=False)
             items.extend(dict(plain(i)) for i in page.get("Items", []))
             last = page.get("LastEvaluatedKey")
             if last is None:
@@ -372,6 +389,21 @@ class DynamoRepository(Repository):
                 return items[:limit], True
             kwargs["ExclusiveStartKey"] = last
             kwargs["Limit"] = limit - len(items)
+
+
+def _count_page(page: dict[str, Any], *, consistent: bool) -> None:
+    size = sum(cost.item_size(i) for i in page.get("Items", []))
+    cost.dynamodb(reads=cost.read_units(size, consistent=consistent), operation="Query")
+
+
+def _row_units(row: OutcomeRow) -> float:
+    """An outcome row's write units. Its fixed attributes (keys, index, kind, ttl and the names) stay
+    under 200 bytes; its strings are counted by their UTF-8 bytes (the client's reference twice: it is in
+    the look-up key too)."""
+    strings = [row.response, row.client_ref, row.client_ref, row.provider_ref, row.detail]
+    if row.error is not None:
+        strings += [row.error.code, row.error.message]
+    return cost.write_units(200 + sum(len(v.encode()) for v in strings if v))
 
 
 def _hash_attr(streams: list[tuple[str, str, str]], value: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchbridge import errors
+from batchbridge import cost, errors
 from batchbridge.clock import now_iso, parse_iso
 from batchbridge.events import sns_message
 from batchbridge.models import BatchStatus, ChunkState, Counts, ErrorInfo, OutcomeKind
@@ -50,6 +50,11 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
         counts.total += part.total
     keys = _write_results(deps, batch_id, indexes)
 
+    # This invocation's own usage, and what is left after it: this finish write and the completion event's
+    # claim (one unit each), and the publish.
+    own = cost.combined(
+        cost.close_invocation("finalize", {}), {cost.DDB_WRITE_UNITS: 2, cost.SNS_PUBLISHES: 1}
+    )
     for _ in range(2):  # read again once if a cancel landed since: its status then wins
         batch = deps.repo.get_batch(batch_id)
         if batch.status.is_terminal:
@@ -64,6 +69,8 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
         }
         if error is not None:
             values["error"] = error.model_dump()
+        values["usage"] = cost.combined(batch.usage, own)
+        values["cost"] = cost.price(values["usage"]) | {"final": True}
         done = deps.repo.finish(batch_id, status, values)
         if done is not None:
             logger.info("batch finished", extra={"status": done.status, "counts": values["counts"]})
