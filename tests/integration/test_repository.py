@@ -41,7 +41,7 @@ def new_batch(repo: Repository, *, chunks: int = 2, prepared: bool = True, **fie
             "jobCount": chunks * 2,
             "chunkCount": chunks,
             "jobsKey": f"batches/{batch_id}/jobs.jsonl",
-            "createdAt": f"2027-01-01T00:00:{n % 60:02d}.{n % 1000:03d}Z",
+            "createdAt": f"2027-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}.000Z",  # n-th
             "deadlineAt": 2_000_000_000,
             **fields,
         }
