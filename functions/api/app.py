@@ -79,6 +79,24 @@ def get_results(batch_id: str) -> Response:
     return _json(200, api.outcomes_page(batch_id, dict(app.current_event.query_string_parameters or {})))
 
 
+@app.post("/batches/<batch_id>/retry")
+def retry_batch(batch_id: str) -> Response:
+    event = app.current_event
+    key = (event.headers or {}).get("Idempotency-Key") or (event.headers or {}).get("idempotency-key")
+    with cost.metering() as meter:
+        meter.memory_mb = int(getattr(app.lambda_context, "memory_limit_in_mb", 128))
+        status, body = api.retry_batch(
+            batch_id,
+            dict(event.query_string_parameters or {}),
+            event.body,
+            key,
+            _base_path(),
+            is_base64=event.is_base64_encoded,
+            api_base_url=_public_url(),
+        )
+    return _json(status, body)
+
+
 @app.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> Response:
     return _json(202, api.cancel_batch(batch_id, _base_path()))

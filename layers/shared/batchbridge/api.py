@@ -23,7 +23,7 @@ from batchbridge.models import BatchStatus, OutcomeKind
 from batchbridge.objects import jobs_key
 from batchbridge.observability import logger
 from batchbridge.providers.base import Capabilities, Provider, all_capabilities, provider_class
-from batchbridge.records import Batch
+from batchbridge.records import Batch, RetrySource
 from batchbridge.repository import OPEN, ListQuery
 from batchbridge.tasks import Deps
 
@@ -234,45 +234,181 @@ def create_batch(
     )
     for line in lines:
         digest.update(line + b"\n")
-    body_hash = digest.hexdigest()
-    batch_id = str(uuid.uuid4())
-    if idempotency_key is not None:
-        existing = deps.repo.claim_idempotency_key(
-            idempotency_key, body_hash, batch_id, expires_at=int(deps.clock()) + 86400
-        )
-        if existing is not None:
-            return _replay(deps, existing.batch_id, existing.body_hash, body_hash, base_path)
-
-    created = now_iso()
-    batch = Batch(
-        batch_id=batch_id,
-        status=BatchStatus.ACCEPTED,
+    batch = new_batch(
+        deps,
+        cls,
         provider=request.provider,
         connection=request.connection,
         job_count=len(lines),
-        chunk_count=-(-len(lines) // cls.capabilities.max_jobs_per_submit),
-        jobs_key=jobs_key(batch_id),
         options=options,
         client_reference=request.client_reference,
+        deadline=deadline,
+        api_base_url=api_base_url,
+    )
+    return start_batch(
+        deps, batch, idempotency_key, digest.hexdigest(), base_path, jobs=b"\n".join(lines) + b"\n"
+    )
+
+
+def new_batch(
+    deps: Deps,
+    cls: type[Provider],
+    *,
+    provider: str,
+    connection: str,
+    job_count: int,
+    options: dict[str, Any],
+    client_reference: str | None,
+    deadline: int,
+    api_base_url: str | None,
+    **fields: Any,
+) -> Batch:
+    """The record of a batch about to be accepted (ACCEPTED, its jobs file under its own id)."""
+    batch_id = str(uuid.uuid4())
+    created = now_iso()
+    return Batch(
+        batch_id=batch_id,
+        status=BatchStatus.ACCEPTED,
+        provider=provider,
+        connection=connection,
+        job_count=job_count,
+        chunk_count=-(-job_count // cls.capabilities.max_jobs_per_submit),
+        jobs_key=jobs_key(batch_id),
+        options=options,
+        client_reference=client_reference,
         created_at=created,
         updated_at=created,
         deadline_at=int(deps.clock()) + deadline,
         api_base_url=api_base_url,
+        **fields,
     )
+
+
+def start_batch(
+    deps: Deps,
+    batch: Batch,
+    idempotency_key: str | None,
+    body_hash: str,
+    base_path: str,
+    *,
+    jobs: bytes | None,
+) -> tuple[int, dict[str, Any]]:
+    """Accept a batch: claim its Idempotency-Key (a replay answers the batch the key made), write its jobs
+    file (unless the workflow writes it: a retry) and its record, and start its execution; then link a retry
+    to the batch it retries. Anything that fails before the start undoes what was written."""
+    if idempotency_key is not None:
+        existing = deps.repo.claim_idempotency_key(
+            idempotency_key, body_hash, batch.batch_id, expires_at=int(deps.clock()) + 86400
+        )
+        if existing is not None:
+            return _replay(deps, existing.batch_id, existing.body_hash, body_hash, base_path)
     written: list[str] = []
     try:
-        deps.objects.put_bytes(batch.jobs_key, b"\n".join(lines) + b"\n")
-        written.append("jobs")
+        if jobs is not None:
+            deps.objects.put_bytes(batch.jobs_key, jobs)
+            written.append("jobs")
         deps.repo.create_batch(batch)
         written.append("batch")
-        deps.workflow.start(batch_id)
+        deps.workflow.start(batch.batch_id)
     except Exception:
         logger.exception("could not accept the batch; undoing what was written", extra={"written": written})
         _undo(deps, batch, written, idempotency_key)
         raise
-    logger.info("batch accepted", extra={"batch_id": batch_id, "jobs": batch.job_count})
-    _meter_creation(batch_id)
-    return 202, _accepted(batch_id, base_path)
+    if batch.retry_of is not None:  # linked once it exists for good (a link is never undone)
+        deps.repo.add_retry(batch.retry_of, batch.batch_id)
+    logger.info("batch accepted", extra={"batch_id": batch.batch_id, "jobs": batch.job_count})
+    _meter_creation(batch.batch_id)
+    body = _accepted(batch.batch_id, base_path)
+    if batch.retry_of is not None:
+        body |= {"retryOf": batch.retry_of, "jobCount": batch.job_count}
+    return 202, body
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    outcomes: list[OutcomeKind] = Field(
+        default_factory=lambda: [OutcomeKind.FAILED, OutcomeKind.NOT_PROCESSED], min_length=1
+    )
+    client_reference: str | None = Field(default=None, alias="clientReference", min_length=1, max_length=256)
+    deadline_seconds: int | None = Field(default=None, alias="deadlineSeconds", ge=1)
+
+
+def retry_batch(
+    batch_id: str,
+    params: dict[str, str],
+    body: str | None,
+    idempotency_key: str | None,
+    base_path: str,
+    *,
+    is_base64: bool = False,
+    api_base_url: str | None = None,
+    deps: Deps | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """``POST /batches/{id}/retry``: a new batch of exactly the jobs of a finished batch that ended with the
+    chosen outcomes (default failed and not processed), as they were submitted, in their order, linked both
+    ways (``retryOf``, ``retries``). Its jobs file is written by the workflow's first step."""
+    deps = deps or Deps.default()
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise RequestError(
+            400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
+        )
+    _only_params(params, {"outcomes"})
+    data = read_json_object(body, is_base64=is_base64, max_bytes=64 * 1024) if body else {}
+    if params.get("outcomes"):
+        if "outcomes" in data:
+            raise RequestError(
+                400, "INVALID_PARAMETER", "give outcomes in the query or in the body, not both"
+            )
+        data["outcomes"] = [p.strip() for p in params["outcomes"].split(",")]
+    try:
+        request = RetryRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(_details(exc)) from None
+    old = deps.repo.get_batch(batch_id)
+    if not old.status.is_terminal or old.counts is None:
+        raise RequestError(
+            409,
+            "BATCH_NOT_FINISHED",
+            f"batch {batch_id} is {old.status.value}; retry it once it has finished",
+        )
+    kinds = list(dict.fromkeys(request.outcomes))
+    by_kind = old.counts.model_dump()
+    count = sum(by_kind[k.value] for k in kinds)
+    if count == 0:
+        named = ", ".join(k.value for k in kinds)
+        raise RequestError(422, "NOTHING_TO_RETRY", f"batch {batch_id} has no job whose outcome is {named}")
+    cls = provider_class(old.provider)
+    _check_connection(old.connection, old.provider)
+    caps = cls.capabilities
+    deadline = request.deadline_seconds or caps.default_deadline_seconds
+    if deadline > caps.max_deadline_seconds:
+        raise invalid(
+            [
+                {
+                    "field": "deadlineSeconds",
+                    "message": f"at most {caps.max_deadline_seconds} seconds for {caps.name}",
+                }
+            ]
+        )
+    reference = request.client_reference or old.client_reference
+    digest = hashlib.sha256(
+        json.dumps(["retry", batch_id, [k.value for k in kinds], reference, deadline]).encode()
+    )
+    batch = new_batch(
+        deps,
+        cls,
+        provider=old.provider,
+        connection=old.connection,
+        job_count=count,
+        options=old.options,
+        client_reference=reference,
+        deadline=deadline,
+        api_base_url=api_base_url,
+        retry_of=batch_id,
+        jobs_from=RetrySource(batch_id=batch_id, outcomes=kinds),
+    )
+    return start_batch(deps, batch, idempotency_key, digest.hexdigest(), base_path, jobs=None)
 
 
 def _meter_creation(batch_id: str) -> None:
@@ -330,6 +466,7 @@ def _undo(deps: Deps, batch: Batch, written: list[str], idempotency_key: str | N
     try:
         if "batch" in written:
             deps.repo.delete_batch(batch.batch_id)
+
         if "jobs" in written:
             deps.objects.delete(batch.jobs_key)
         if idempotency_key is not None:

@@ -73,6 +73,15 @@ class ObjectStore:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
         yield from body.iter_chunks(chunk_size=piece)
 
+    def lines(self, key: str) -> Iterator[bytes]:
+        """The non-empty lines of a JSON Lines object, streamed."""
+        tail = b""
+        for piece in self.stream(key):
+            *complete, tail = (tail + piece).split(b"\n")
+            yield from (line for line in complete if line.strip())
+        if tail.strip():
+            yield tail
+
     def delete(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
 

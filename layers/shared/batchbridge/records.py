@@ -51,6 +51,15 @@ class CancelAttempt(BaseModel):
     error: str | None = None
 
 
+class RetrySource(BaseModel):
+    """Where a retry batch's jobs come from: the jobs of another batch that ended with these outcomes."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    batch_id: str
+    outcomes: list[OutcomeKind]
+
+
 class Batch(Record):
     """The batch record (``pk = BATCH#<id>``, ``sk = META``)."""
 
@@ -94,6 +103,7 @@ class Batch(Record):
     retry_of: str | None = None
     retries: list[str] = Field(default_factory=list)
     upload_id: str | None = None
+    jobs_from: RetrySource | None = None  # a retry: its jobs file is written from this when it starts
     event_type: str | None = None  # the completion event's type, once finished
     event_claimed_by: str | None = None  # the execution that publishes the completion event
 

@@ -258,6 +258,10 @@ class Repository(ABC):
         """Name a chunk whose submit may have been taken: the batch will end NEEDS_ATTENTION."""
         return self._batch_write(batch_id, (EXISTS,), append={"ambiguousChunks": [index]})
 
+    def add_retry(self, batch_id: str, retry_id: str) -> Batch | None:
+        """Link a finished batch to a batch that retries some of its jobs."""
+        return self._batch_write(batch_id, (EXISTS,), append={"retries": [retry_id]})
+
     def request_cancel(self, batch_id: str) -> Batch | None:
         """Flag a batch that has not finished as cancelled; from now on no chunk can be claimed."""
         return self._batch_write(batch_id, (NOT_TERMINAL,), set={"cancelRequested": True})

@@ -8,6 +8,7 @@ preparing again after a crash is harmless.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +52,12 @@ def _chunk(batch: Batch, index: int, first: int, count: int, start: int, end: in
 
 
 def prepare(deps: Deps, batch: Batch, size: int) -> Batch:
-    """Create the batch's chunk items (those that do not exist yet) and mark it prepared."""
+    """Create the batch's chunk items (those that do not exist yet) and mark it prepared. A retry batch's
+    jobs file is written first, from the batch it retries."""
     if batch.prepared:
         return batch
+    if batch.jobs_from is not None and not deps.objects.exists(batch.jobs_key):
+        write_retried_jobs(deps, batch)
     chunks = list(plan(deps, batch, size))
     jobs = sum(c.job_count for c in chunks)
     if len(chunks) != batch.chunk_count or jobs != batch.job_count:
@@ -64,6 +68,33 @@ def prepare(deps: Deps, batch: Batch, size: int) -> Batch:
     with ThreadPoolExecutor(max_workers=CREATE_WORKERS) as pool:
         list(pool.map(lambda c: deps.repo.create_chunks([c]), chunks))
     return deps.repo.mark_prepared(batch.batch_id) or deps.repo.get_batch(batch.batch_id)
+
+
+def write_retried_jobs(deps: Deps, batch: Batch) -> int:
+    """Write a retry batch's jobs file: the jobs of the retried batch that ended with the chosen outcomes,
+    as they were submitted, in their original order (the outcome files are each in job order; they are
+    merged by index). Returns how many jobs it wrote."""
+    assert batch.jobs_from is not None
+    source = deps.repo.get_batch(batch.jobs_from.batch_id)
+    streams = [
+        _indexed_jobs(deps, source.outcome_keys[kind.value])
+        for kind in batch.jobs_from.outcomes
+        if kind.value in source.outcome_keys
+    ]
+    written = 0
+    with deps.objects.writer(batch.jobs_key) as out:
+        for _, line in heapq.merge(*streams):
+            out.write(line + b"\n")
+            written += 1
+    return written
+
+
+def _indexed_jobs(deps: Deps, key: str) -> Iterator[tuple[int, bytes]]:
+    """(index, job as submitted) of each line of an outcome file, streamed."""
+    for line in deps.objects.lines(key):
+        outcome = json.loads(line)
+        job = json.dumps(outcome["job"], separators=(",", ":"), ensure_ascii=False).encode()
+        yield int(outcome["index"]), job
 
 
 def read_jobs(deps: Deps, batch: Batch, chunk: Chunk) -> list[Job]:
