@@ -639,7 +639,7 @@ class FileCheck:
             )
             raise _Stop
         budget = self.seconds_left
-        if budget is not None and self.job_count % 10_000 == 0 and budget() < BUDGET_MARGIN_SECONDS:
+        if budget is not None and self.job_count % 1000 == 0 and budget() < BUDGET_MARGIN_SECONDS:
             self.stopped = "reading stopped: out of time"
             self.problems.append(
                 Problem(number, "", "the file could not be validated in one run; split it into smaller files")
