@@ -119,6 +119,7 @@ class LocalStack:
         another process (the CLI); the handlers' S3 clients then name that endpoint in the URLs they sign.
         ``api_port`` and ``s3_port``: fixed ports (0: any free port)."""
         self.template = tpl.load(template_path)
+        self.root = template_path.parent  # CodeUri and DefinitionUri are relative to the template
         self.extra_env = {**LOCAL_ENV, **(env or {})}
         self.functions: dict[str, LocalFunction] = {}
         self._mock: Any = None
@@ -307,7 +308,7 @@ class LocalStack:
             fn = LocalFunction(
                 logical_id=logical_id,
                 name=self.names[logical_id],
-                code_dir=tpl.ROOT / props["CodeUri"],
+                code_dir=self.root / props["CodeUri"],
                 handler=props.get("Handler", glob.get("Handler", "app.lambda_handler")),
                 timeout=float(props.get("Timeout", glob.get("Timeout", 3))),
                 environment=env,
@@ -336,7 +337,7 @@ class LocalStack:
             if resource["Type"] != "AWS::Serverless::StateMachine":
                 continue
             props = resource["Properties"]
-            text = (tpl.ROOT / props["DefinitionUri"]).read_text()
+            text = (self.root / props["DefinitionUri"]).read_text()
             for key, value in resolve(props.get("DefinitionSubstitutions", {})).items():
                 text = text.replace("${" + key + "}", str(value))
             json.loads(text)  # the substituted definition must be valid JSON, as in AWS
