@@ -6,6 +6,7 @@ Exit codes: 0 done (for ``submit --wait`` and ``wait``: the batch SUCCEEDED), 1 
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -100,6 +101,16 @@ def _json_option(value: str | None) -> dict[str, Any] | None:
     return parsed
 
 
+@contextmanager
+def _bar(*columns: Any, transient: bool = False) -> Iterator[Progress]:
+    """A progress bar on stderr when it is a terminal; elsewhere (a pipe, CI, a log) one that shows
+    nothing at all, so that stderr holds only the lines that matter."""
+    with Progress(
+        *columns, console=err if err.is_terminal else Console(file=io.StringIO()), transient=transient
+    ) as bar:
+        yield bar
+
+
 def _print_json(value: Any) -> None:
     out.print_json(json.dumps(value))
 
@@ -136,7 +147,7 @@ def _follow(client: BatchBridgeClient, batch_id: str, timeout: float, interval: 
         TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as progress:
+    with _bar(*columns) as progress:
         task = progress.add_task("batch", total=100, status="ACCEPTED", counts="")
 
         def show(view: dict[str, Any]) -> None:
@@ -205,7 +216,7 @@ def submit(
     with one_line_errors():
         client = settings.client
         columns = (TextColumn("uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-        with Progress(*columns, console=err, transient=True) as progress:
+        with _bar(*columns, transient=True) as progress:
             task = progress.add_task("upload", total=file.stat().st_size)
             on_bytes: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
             upload = client.upload_file(file, provider, options=options, on_bytes=on_bytes)
