@@ -138,6 +138,16 @@ def main(
 pass_settings = click.make_pass_decorator(Settings)
 
 
+def waiting_options[F: Callable[..., Any]](command: F) -> F:
+    """``--timeout`` and ``--interval``, for every command that follows a batch."""
+    command = click.option(
+        "--interval", default=2.0, show_default=True, help="Seconds between status checks."
+    )(command)
+    return click.option(
+        "--timeout", default=24 * 3600.0, show_default=True, help="Give up waiting after this many seconds."
+    )(command)
+
+
 # --- submit and follow ----------------------------------------------------------------------------------
 def _follow(client: BatchBridgeClient, batch_id: str, timeout: float, interval: float) -> dict[str, Any]:
     columns = (
@@ -190,10 +200,7 @@ def _ended(view: dict[str, Any]) -> None:
 @click.option(
     "--wait", "wait_", is_flag=True, help="Follow the batch to its end; exit 1 unless it succeeded."
 )
-@click.option(
-    "--timeout", default=24 * 3600.0, show_default=True, help="Give up waiting after this many seconds."
-)
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between status checks.")
+@waiting_options
 @pass_settings
 def submit(
     settings: Settings,
@@ -221,14 +228,13 @@ def submit(
             on_bytes: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
             upload = client.upload_file(file, provider, options=options, on_bytes=on_bytes)
         err.print(f"{file}: {upload['jobCount']} jobs, valid (upload {upload['uploadId']})", highlight=False)
-        accepted = client.create_batch(
+        accepted = client.start_from_upload(
+            upload["uploadId"],
             provider,
             connection,
-            upload_id=upload["uploadId"],
             client_reference=reference,
             options=options,
             deadline_seconds=deadline,
-            idempotency_key=f"upload-{upload['uploadId']}",
         )
         out.print(accepted["batchId"], highlight=False)
         if wait_:
@@ -271,8 +277,7 @@ def status(settings: Settings, batch_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("batch_id")
-@click.option("--timeout", default=24 * 3600.0, show_default=True, help="Give up after this many seconds.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between status checks.")
+@waiting_options
 @pass_settings
 def wait(settings: Settings, batch_id: str, timeout: float, interval: float) -> None:
     """Follow a batch to its end with a progress bar; exit 0 only if it SUCCEEDED."""
@@ -356,10 +361,7 @@ def results(settings: Settings, batch_id: str, outcome: str | None, output: Path
 )
 @click.option("--reference", help="clientReference of the new batch.")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the new batch to its end.")
-@click.option(
-    "--timeout", default=24 * 3600.0, show_default=True, help="Give up waiting after this many seconds."
-)
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between status checks.")
+@waiting_options
 @pass_settings
 def retry(
     settings: Settings,

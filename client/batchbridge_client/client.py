@@ -326,17 +326,37 @@ class BatchBridgeClient:
         deadline_seconds: int | None = None,
         on_bytes: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload, validate, and start a batch from the file; the 202 answer of ``POST /batches``. The
-        Idempotency-Key is the upload's, so repeating the start after a lost answer starts nothing new."""
+        """Upload, validate, and start a batch from the file; the 202 answer of ``POST /batches``."""
         upload = self.upload_file(path, provider, options=options, on_bytes=on_bytes)
-        return self.create_batch(
+        return self.start_from_upload(
+            upload["uploadId"],
             provider,
             connection,
-            upload_id=upload["uploadId"],
             client_reference=client_reference,
             options=options,
             deadline_seconds=deadline_seconds,
-            idempotency_key=f"upload-{upload['uploadId']}",
+        )
+
+    def start_from_upload(
+        self,
+        upload_id: str,
+        provider: str,
+        connection: str,
+        *,
+        client_reference: str | None = None,
+        options: dict[str, Any] | None = None,
+        deadline_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        """Start the batch of a VALID upload; its Idempotency-Key is the upload's, so a start repeated
+        after a lost answer starts nothing new."""
+        return self.create_batch(
+            provider,
+            connection,
+            upload_id=upload_id,
+            client_reference=client_reference,
+            options=options,
+            deadline_seconds=deadline_seconds,
+            idempotency_key=f"upload-{upload_id}",
         )
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
