@@ -449,6 +449,7 @@ def serve(port: int, s3_port: int, job_seconds: float, project_dir: Path | None)
     os1-local. Every other command works against it.
     """
     try:
+        import batchbridge_local.stack  # noqa: F401 - moto, Powertools, PyYAML: the [local] extra
         from batchbridge_local.serve import serve_forever
     except ImportError as exc:
         err.print(
