@@ -6,11 +6,11 @@ export SAM_CLI_TELEMETRY := 0
 PYTHON_BOOT ?= $(shell command -v python3.13 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | sha1sum | cut -c1-12)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)
+export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory lock clean
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads lock clean
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -25,6 +25,9 @@ $(STAMP): requirements/dev.lock
 	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 13), f"need Python 3.13, got {sys.version}"'
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9 || $(BIN)/python -m pip install --quiet uv
 	@$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/dev.lock
+	@# The project itself, editable and without further dependencies: the `batchbridge` command and the
+	@# pytest plugin's entry point, reading this checkout.
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP)  ## create .venv and install the locked dependencies
@@ -45,10 +48,10 @@ test-fast: $(STAMP)  ## unit and integration tests only
 	@$(BIN)/pytest -q tests/unit tests/integration
 
 lint: $(STAMP)  ## ruff
-	@$(BIN)/ruff check layers local functions tests benchmarks
+	@$(BIN)/ruff check layers local client functions tests benchmarks
 
-typecheck: $(STAMP)  ## mypy (strict on the shared package)
-	@$(BIN)/mypy layers/shared/batchbridge
+typecheck: $(STAMP)  ## mypy (strict on the shared package and the client)
+	@$(BIN)/mypy layers/shared/batchbridge client/batchbridge_client
 
 validate: $(STAMP)  ## sam validate --lint
 	@$(BIN)/sam validate --lint
@@ -58,6 +61,9 @@ build: $(STAMP)  ## sam build (arm64 layer and functions)
 
 bench: $(STAMP)  ## polling cost benchmark
 	@$(BIN)/python -m benchmarks.polling_cost
+
+bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and peak memory (under a minute)
+	@$(BIN)/python -m benchmarks.upload_validation $(ARGS)
 
 bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 4 minutes)
 	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)

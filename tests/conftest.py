@@ -23,7 +23,8 @@ def load_event(relative: str) -> Any:
 def stack() -> Iterator[Any]:
     from batchbridge_local.stack import LocalStack
 
-    with LocalStack() as local:
+    # S3 on loopback too: pre-signed upload and download URLs work as they do from a client.
+    with LocalStack(serve_s3=True) as local:
         yield local
 
 

@@ -1,5 +1,6 @@
 """HTTP API: POST /batches, GET /batches, GET /batches/{id}, GET /batches/{id}/results,
-POST /batches/{id}/cancel, POST /callbacks/{id}/{token} (the provider's), GET /providers."""
+POST /batches/{id}/cancel, POST /callbacks/{id}/{token} (the provider's), GET /providers,
+POST /uploads, POST /uploads/{id}/complete, GET /uploads/{id}."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import api, cost
+from batchbridge import api, cost, uploads
 from batchbridge.errors import BatchBridgeError, BatchNotFoundError, IdempotencyConflictError
 from batchbridge.observability import logger, metrics, tracer
 
@@ -122,6 +123,23 @@ def provider_callback(batch_id: str, token: str) -> Response:
 @app.get("/providers")
 def get_providers() -> Response:
     return _json(200, api.providers_view())
+
+
+@app.post("/uploads")
+def create_upload() -> Response:
+    event = app.current_event
+    return _json(*uploads.create_upload(event.body, is_base64=event.is_base64_encoded))
+
+
+@app.post("/uploads/<upload_id>/complete")
+def complete_upload(upload_id: str) -> Response:
+    event = app.current_event
+    return _json(*uploads.complete_upload(upload_id, event.body, is_base64=event.is_base64_encoded))
+
+
+@app.get("/uploads/<upload_id>")
+def get_upload(upload_id: str) -> Response:
+    return _json(200, uploads.upload_view(upload_id))
 
 
 @app.exception_handler(api.RequestError)

@@ -107,8 +107,20 @@ class LocalStack:
     ...     status, body = stack.api("POST", "/batches", {...})
     """
 
-    def __init__(self, *, env: dict[str, str] | None = None, template_path: Path = tpl.TEMPLATE) -> None:
+    def __init__(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        template_path: Path = tpl.TEMPLATE,
+        serve_s3: bool = False,
+        api_port: int = 0,
+        s3_port: int = 0,
+    ) -> None:
+        """``serve_s3``: serve S3 on loopback too, so that pre-signed upload and download URLs work from
+        another process (the CLI); the handlers' S3 clients then name that endpoint in the URLs they sign.
+        ``api_port`` and ``s3_port``: fixed ports (0: any free port)."""
         self.template = tpl.load(template_path)
+        self.root = template_path.parent  # CodeUri and DefinitionUri are relative to the template
         self.extra_env = {**LOCAL_ENV, **(env or {})}
         self.functions: dict[str, LocalFunction] = {}
         self._mock: Any = None
@@ -119,6 +131,12 @@ class LocalStack:
         self._received_lock = threading.Lock()
         self._front: ThreadingHTTPServer | None = None
         self.api_url = ""
+        self.serve_s3 = serve_s3
+        self.api_port = api_port
+        self.s3_port = s3_port
+        self.s3_url = ""
+        self._s3_server: Any = None
+        self._async_invocations: list[threading.Thread] = []
 
     # --- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -138,6 +156,8 @@ class LocalStack:
             self._set_env(key, value)
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
+        if self.serve_s3:
+            self._serve_s3()
         self._route_lambda()
         self._serialised_dynamodb()
         resources = self.template["Resources"]
@@ -151,6 +171,12 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
+        for thread in self._async_invocations:
+            thread.join(timeout=30)
+        self._async_invocations.clear()
+        if self._s3_server is not None:
+            self._s3_server.stop()
+            self._s3_server = None
         if self._front is not None:
             self._front.shutdown()
             self._front.server_close()
@@ -283,7 +309,7 @@ class LocalStack:
             fn = LocalFunction(
                 logical_id=logical_id,
                 name=self.names[logical_id],
-                code_dir=tpl.ROOT / props["CodeUri"],
+                code_dir=self.root / props["CodeUri"],
                 handler=props.get("Handler", glob.get("Handler", "app.lambda_handler")),
                 timeout=float(props.get("Timeout", glob.get("Timeout", 3))),
                 memory_mb=int(props.get("MemorySize", glob.get("MemorySize", 128))),
@@ -313,7 +339,7 @@ class LocalStack:
             if resource["Type"] != "AWS::Serverless::StateMachine":
                 continue
             props = resource["Properties"]
-            text = (tpl.ROOT / props["DefinitionUri"]).read_text()
+            text = (self.root / props["DefinitionUri"]).read_text()
             for key, value in resolve(props.get("DefinitionSubstitutions", {})).items():
                 text = text.replace("${" + key + "}", str(value))
             json.loads(text)  # the substituted definition must be valid JSON, as in AWS
@@ -356,14 +382,29 @@ class LocalStack:
                     self.end_headers()
                     self.wfile.write(payload)
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self._front = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+        self._front = ThreadingHTTPServer(("127.0.0.1", self.api_port), Front)
         self._front.daemon_threads = True
         threading.Thread(target=self._front.serve_forever, name="local-api", daemon=True).start()
         host, port = self._front.server_address[:2]
         self.api_url = f"http://{host}:{port}/v1"
         self._set_env("CALLBACK_BASE_URL", self.api_url)
+
+    def _serve_s3(self) -> None:
+        """moto's S3 over HTTP on loopback, in this process: it serves the same in-process backend the
+        handlers use, so an object PUT to a pre-signed URL by another process is there for them."""
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on the console
+        self._s3_server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.s3_port, verbose=False)
+        self._s3_server.start()
+        host, port = self._s3_server.get_host_and_port()
+        self.s3_url = f"http://{host}:{port}"
+        self._set_env("AWS_ENDPOINT_URL_S3", self.s3_url)  # what the handlers' S3 clients sign for
+        self._set_env("MOTO_S3_CUSTOM_ENDPOINTS", self.s3_url)  # ... while their own calls stay in-process
 
     def _serialised_dynamodb(self) -> None:
         """DynamoDB checks a write's condition and applies it atomically, and a read never sees a write
@@ -411,6 +452,15 @@ class LocalStack:
             if local is None:
                 raise RuntimeError(f"no local handler for {fn.function_name}")
             event = json.loads(body) if body else {}
+            invocation = {k.lower(): v for k, v in dict(request_headers or {}).items()}
+            if invocation.get("x-amz-invocation-type") == "Event":
+                # Lambda queues an asynchronous event and answers 202 at once; the function runs later.
+                thread = threading.Thread(
+                    target=stack._invoke_async, args=(local, event), name=f"async-{local.logical_id}"
+                )
+                stack._async_invocations.append(thread)
+                thread.start()
+                return b""
             try:
                 result = local.invoke(event)
             except Exception as exc:  # answer as Lambda does for an unhandled error
@@ -425,6 +475,14 @@ class LocalStack:
             return json.dumps(result).encode()
 
         LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+    @staticmethod
+    def _invoke_async(local: LocalFunction, event: Any) -> None:
+        """An asynchronous invocation; Lambda would retry a failure twice, the local stack reports it."""
+        try:
+            local.invoke(event)
+        except Exception:
+            traceback.print_exc()
 
     # --- using the stack --------------------------------------------------------------------------
     def add_connection(
@@ -682,6 +740,9 @@ def _match_route(path: str) -> tuple[str, dict[str, str]]:
     parts = path.strip("/").split("/")
     if len(parts) == 3 and parts[0] == "callbacks":
         return "/callbacks/{batch_id}/{token}", {"batch_id": parts[1], "token": parts[2]}
+    if len(parts) >= 2 and parts[0] == "uploads":
+        rest = "/" + "/".join(parts[2:]) if len(parts) > 2 else ""
+        return "/uploads/{upload_id}" + rest, {"upload_id": parts[1]}
     if len(parts) >= 2 and parts[0] == "batches":
         rest = "/" + "/".join(parts[2:]) if len(parts) > 2 else ""
         return "/batches/{batch_id}" + rest, {"batch_id": parts[1]}

@@ -7,6 +7,7 @@ and environments, and the state machine's definition and substitutions all come 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,26 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+PROJECT_DIR_ENV = "BATCHBRIDGE_PROJECT_DIR"
+
+
+def project_root() -> Path:
+    """Where template.yaml, statemachine/ and functions/ are: ``$BATCHBRIDGE_PROJECT_DIR`` when set, else
+    the checkout this package runs from (a clone, or an editable install), else the copy a wheel carries
+    (``pip install '.[local]'`` bundles them as ``batchbridge_local/_project``)."""
+    candidates = [Path(os.environ[PROJECT_DIR_ENV])] if os.environ.get(PROJECT_DIR_ENV) else []
+    here = Path(__file__).resolve().parent
+    candidates += [here.parents[1], here / "_project"]
+    for candidate in candidates:
+        if (candidate / "template.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no template.yaml in {', '.join(map(str, candidates))}; "
+        f"set {PROJECT_DIR_ENV} to a BatchBridge checkout"
+    )
+
+
+ROOT = project_root()
 TEMPLATE = ROOT / "template.yaml"
 
 _TAGS = {

@@ -38,6 +38,13 @@ def test_await_callback_event_parses():
     assert task.task_token
 
 
+def test_validate_upload_events_parse():
+    from batchbridge.uploads import ValidateUploadInput
+
+    for path in sorted((EVENTS / "validate_upload").glob("*.json")):
+        assert ValidateUploadInput.model_validate(load_event(path.relative_to(EVENTS).as_posix())).upload_id
+
+
 def test_every_function_has_at_least_one_event():
     functions = {p.name for p in (Path(EVENTS).parent / "functions").iterdir() if p.is_dir()}
     assert functions == {p.name for p in EVENTS.iterdir() if p.is_dir()}

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from batchbridge import cost
 from batchbridge.clock import now_iso
 from batchbridge.connections import load_connection
-from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, InvalidTokenError
+from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, InvalidTokenError, RequestError
 from batchbridge.models import BatchStatus, OutcomeKind
 from batchbridge.objects import jobs_key
 from batchbridge.observability import logger
@@ -32,21 +32,6 @@ IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 #: How deep a job's values may nest. Real job payloads nest a few levels; deeper is a mistake or an
 #: attack, and would reach the providers' encoders (and Python's recursion limit) before anything else.
 MAX_JOB_DEPTH = 32
-
-
-class RequestError(BatchBridgeError):
-    """A client error: carries the HTTP status and, where it applies, the field at fault."""
-
-    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None):
-        super().__init__(message, code=code)
-        self.status = status
-        self.details = details or []
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
 
 
 def invalid(details: list[dict[str, Any]], code: str = "VALIDATION_FAILED") -> RequestError:

@@ -28,6 +28,14 @@ def client(service: str) -> Any:
     return made
 
 
+@cache
+def presigner() -> Any:
+    """The S3 client that signs pre-signed URLs: Signature Version 4 always (S3 refuses version 2 in most
+    regions, and a version-2 URL would be valid until its expiry even past the credentials' own)."""
+    with _create:
+        return boto3.client("s3", config=_CONFIG.merge(Config(signature_version="s3v4")))
+
+
 _local = threading.local()
 
 
@@ -43,4 +51,5 @@ def table(name: str) -> Any:
 def reset() -> None:
     """Forget cached clients (tests and the local runtime call this between stacks)."""
     client.cache_clear()
+    presigner.cache_clear()
     _local.__dict__.pop("tables", None)

@@ -29,6 +29,9 @@ class Settings(BaseModel):
     # How long a chunk claimed for submission stays claimed: at least the submit function's timeout, so a
     # claim outlives its claimer. A claim found after that was left by a submit that stopped mid-call.
     claim_lease_seconds: float = Field(default=150.0, gt=0)
+    # Uploads: the function POST /uploads/{id}/complete starts, and how long pre-signed upload URLs last.
+    validate_upload_function: str = ""
+    upload_url_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
 
     @classmethod
     def from_environ(cls, env: dict[str, str] | None = None) -> Settings:
@@ -47,6 +50,8 @@ class Settings(BaseModel):
             "callback_base_url": "CALLBACK_BASE_URL",
             "provider_read_timeout": "PROVIDER_READ_TIMEOUT",
             "claim_lease_seconds": "CLAIM_LEASE_SECONDS",
+            "validate_upload_function": "VALIDATE_UPLOAD_FUNCTION",
+            "upload_url_seconds": "UPLOAD_URL_SECONDS",
         }
         values = {field: env[var] for field, var in mapping.items() if env.get(var)}
         return cls.model_validate(values)

@@ -6,6 +6,8 @@ state machine's ``Retry`` and ``Catch`` blocks match these names. Names never ch
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BatchBridgeError(Exception):
     """Base of every error BatchBridge raises on purpose."""
@@ -113,6 +115,21 @@ class ConfigurationError(BatchBridgeError):
 
 
 # --- API-level -------------------------------------------------------------------------------------
+class RequestError(BatchBridgeError):
+    """A client error: carries the HTTP status and, where it applies, the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None):
+        super().__init__(message, code=code)
+        self.status = status
+        self.details = details or []
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
 class UnknownProviderError(BatchBridgeError):
     code = "UNKNOWN_PROVIDER"
 
