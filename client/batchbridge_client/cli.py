@@ -198,6 +198,9 @@ def _ended(view: dict[str, Any]) -> None:
     "--deadline", type=click.IntRange(1), help="Seconds the batch may run (default: the provider's)."
 )
 @click.option(
+    "--retry-of", metavar="BATCH_ID", help="A finished batch whose jobs this file retries (fixed): linked."
+)
+@click.option(
     "--wait", "wait_", is_flag=True, help="Follow the batch to its end; exit 1 unless it succeeded."
 )
 @waiting_options
@@ -210,6 +213,7 @@ def submit(
     reference: str | None,
     options_text: str | None,
     deadline: int | None,
+    retry_of: str | None,
     wait_: bool,
     timeout: float,
     interval: float,
@@ -218,6 +222,7 @@ def submit(
 
     \b
     batchbridge submit sessions.jsonl -p ivvy -c ivvy-local --reference march --wait
+    batchbridge submit fixed.jsonl -p ivvy -c ivvy-local --retry-of 7c9e... --wait
     """
     options = _json_option(options_text)
     with one_line_errors():
@@ -235,6 +240,7 @@ def submit(
             client_reference=reference,
             options=options,
             deadline_seconds=deadline,
+            retry_of=retry_of,
         )
         out.print(accepted["batchId"], highlight=False)
         if wait_:
@@ -331,23 +337,29 @@ def list_(
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write here (default: stdout).",
 )
+@click.option(
+    "--jobs", "jobs_only", is_flag=True, help="Write only each job as submitted: a file to fix and resubmit."
+)
 @pass_settings
-def results(settings: Settings, batch_id: str, outcome: str | None, output: Path | None) -> None:
+def results(
+    settings: Settings, batch_id: str, outcome: str | None, output: Path | None, jobs_only: bool
+) -> None:
     """Download a finished batch's outcomes as JSON Lines.
 
     \b
     batchbridge results 7c9e... --outcome failed --output failed.jsonl
+    batchbridge results 7c9e... --outcome failed --jobs --output to-fix.jsonl
     """
     with one_line_errors():
         if output is not None:
-            count = settings.client.download_results(batch_id, output, outcome=outcome)
+            count = settings.client.download_results(batch_id, output, outcome=outcome, jobs_only=jobs_only)
             err.print(f"{count} outcome(s) written to {output}", highlight=False)
             return
         import tempfile
 
         with tempfile.TemporaryDirectory() as folder:
             spooled = Path(folder) / "results.jsonl"
-            settings.client.download_results(batch_id, spooled, outcome=outcome)
+            settings.client.download_results(batch_id, spooled, outcome=outcome, jobs_only=jobs_only)
             with spooled.open("rb") as handle:
                 for piece in iter(lambda: handle.read(1 << 16), b""):
                     sys.stdout.buffer.write(piece)

@@ -299,8 +299,10 @@ class BatchBridgeClient:
         options: dict[str, Any] | None = None,
         deadline_seconds: int | None = None,
         idempotency_key: str | None = None,
+        retry_of: str | None = None,
     ) -> dict[str, Any]:
-        """``POST /batches`` with inline ``jobs`` or an ``upload_id`` (exactly one)."""
+        """``POST /batches`` with inline ``jobs`` or an ``upload_id`` (exactly one); ``retry_of`` links the
+        new batch to a finished one whose jobs it retries."""
         if (upload_id is None) == (jobs is None):
             raise BatchBridgeError("give exactly one of jobs or upload_id")
         body: dict[str, Any] = {"provider": provider, "connection": connection}
@@ -309,6 +311,7 @@ class BatchBridgeClient:
             ("clientReference", client_reference),
             ("options", options),
             ("deadlineSeconds", deadline_seconds),
+            ("retryOf", retry_of),
         ):
             if value is not None:
                 body[key] = value
@@ -325,6 +328,7 @@ class BatchBridgeClient:
         options: dict[str, Any] | None = None,
         deadline_seconds: int | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        retry_of: str | None = None,
     ) -> dict[str, Any]:
         """Upload, validate, and start a batch from the file; the 202 answer of ``POST /batches``."""
         upload = self.upload_file(path, provider, options=options, on_bytes=on_bytes)
@@ -335,6 +339,7 @@ class BatchBridgeClient:
             client_reference=client_reference,
             options=options,
             deadline_seconds=deadline_seconds,
+            retry_of=retry_of,
         )
 
     def start_from_upload(
@@ -346,6 +351,7 @@ class BatchBridgeClient:
         client_reference: str | None = None,
         options: dict[str, Any] | None = None,
         deadline_seconds: int | None = None,
+        retry_of: str | None = None,
     ) -> dict[str, Any]:
         """Start the batch of a VALID upload; its Idempotency-Key is the upload's, so a start repeated
         after a lost answer starts nothing new."""
@@ -357,6 +363,7 @@ class BatchBridgeClient:
             options=options,
             deadline_seconds=deadline_seconds,
             idempotency_key=f"upload-{upload_id}",
+            retry_of=retry_of,
         )
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
@@ -413,10 +420,13 @@ class BatchBridgeClient:
         query = {"format": "file", "outcome": outcome}
         return dict(self.request("GET", f"/batches/{batch_id}/results", query=query))
 
-    def download_results(self, batch_id: str, destination: str | Path, *, outcome: str | None = None) -> int:
+    def download_results(
+        self, batch_id: str, destination: str | Path, *, outcome: str | None = None, jobs_only: bool = False
+    ) -> int:
         """Write the batch's results file (of one ``outcome`` kind, when given) to ``destination``; returns
         the lines written. Every line is checked to be of the kind asked for: a server that sent others
-        fails the download, and nothing is left at ``destination``."""
+        fails the download, and nothing is left at ``destination``. With ``jobs_only`` each line is the job
+        as it was submitted, nothing else: a jobs file to fix and submit again (``retry_of``)."""
         link = self.results_link(batch_id, outcome)
         destination = Path(destination)
         count = 0
@@ -430,11 +440,14 @@ class BatchBridgeClient:
                     for line in response.iter_lines():
                         if not line:
                             continue
-                        if outcome is not None and json.loads(line).get("outcome") != outcome:
+                        record = json.loads(line)
+                        if outcome is not None and record.get("outcome") != outcome:
                             raise BatchBridgeError(
                                 f"the API sent outcomes other than {outcome!r} for outcome={outcome}: "
                                 "it does not serve outcome files yet"
                             )
+                        if jobs_only:
+                            line = json.dumps(record["job"], separators=(",", ":"), ensure_ascii=False)
                         spool.write(line.encode() + b"\n")
                         count += 1
             except BaseException:

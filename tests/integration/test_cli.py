@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tests.core_support import OUTCOME_FILES_PENDING, needs_create_from_upload, needs_retry
 
 from batchbridge_client.cli import main
 from batchbridge_local.simulators.ivvy import booking_session_jobs
@@ -109,8 +108,6 @@ def test_status_wait_list_and_results_of_a_finished_batch(stack, ivvy, ivvy_conn
     failed = run(
         stack, "results", batch_id, "--outcome", "failed", "--output", str(tmp_path / "failed.jsonl")
     )
-    if failed.exit_code == 3 and "does not serve outcome files yet" in failed.stderr:
-        pytest.skip(OUTCOME_FILES_PENDING)
     assert failed.exit_code == 0, failed.stderr
 
 
@@ -164,7 +161,6 @@ def test_the_installed_command_runs_in_a_subprocess(stack, tmp_path):
     assert result.stderr.splitlines()[0] == f"{bad}:line 1: params: Input should be an object"
 
 
-@needs_create_from_upload
 def test_submit_wait_runs_a_file_to_its_end(stack, ivvy, ivvy_connection, tmp_path):
     path = write_jsonl(tmp_path / "jobs.jsonl", booking_session_jobs(300, invalid_every=10))
     result = run(
@@ -174,7 +170,6 @@ def test_submit_wait_runs_a_file_to_its_end(stack, ivvy, ivvy_connection, tmp_pa
     assert "270 succeeded, 30 failed" in result.stdout
 
 
-@needs_retry
 def test_retry_runs_the_failed_jobs_again(stack, ivvy, ivvy_connection):
     jobs = booking_session_jobs(3)
     jobs[0]["params"]["name"] = ""

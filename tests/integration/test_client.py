@@ -1,6 +1,6 @@
 """batchbridge_client against the local stack's API served on loopback (the same HTTP a deployed API
 answers, unsigned-checked): uploads, batches, waiting, listing, downloads, errors, signing and where the
-API URL comes from. Commands that need the core's create-from-upload, outcome files or retry are marked."""
+API URL comes from."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import boto3
 import botocore.session
 import httpx
 import pytest
-from tests.core_support import OUTCOME_FILES_PENDING, needs_create_from_upload, needs_retry
 
 from batchbridge import uploads
 from batchbridge_client import (
@@ -143,16 +142,8 @@ def test_an_inline_batch_is_followed_listed_and_downloaded(client, ivvy, ivvy_co
     assert caught.value.code == "BATCH_FINISHED"
 
     failed = tmp_path / "failed.jsonl"
-    refusal, count = None, 0
-    try:
-        count = client.download_results(accepted["batchId"], failed, outcome="failed")
-    except BatchBridgeError as exc:
-        refusal = str(exc)
-    if refusal is not None:
-        assert "does not serve outcome files yet" in refusal
-        assert not failed.exists() and not list(tmp_path.glob("*.part"))  # nothing half-written
-        pytest.skip(OUTCOME_FILES_PENDING)
-    assert count == 1
+    count = client.download_results(accepted["batchId"], failed, outcome="failed")
+    assert count == 1 and not list(tmp_path.glob("*.part"))
     (line,) = [json.loads(text) for text in failed.read_text().splitlines()]
     assert line["outcome"] == "failed" and line["job"] == jobs[2]
 
@@ -175,7 +166,6 @@ def test_the_api_url_comes_from_the_argument_then_the_stack_then_the_environment
         api_url_from_stack("nope", session=botocore.session.get_session())
 
 
-@needs_create_from_upload
 def test_a_file_submitted_becomes_a_batch_that_runs_to_its_end(client, ivvy, ivvy_connection, tmp_path):
     path = write_jsonl(tmp_path / "jobs.jsonl", booking_session_jobs(450, invalid_every=9))
     accepted = client.submit_file(path, "ivvy", ivvy_connection, client_reference="file-test")
@@ -184,7 +174,6 @@ def test_a_file_submitted_becomes_a_batch_that_runs_to_its_end(client, ivvy, ivv
     assert view["counts"]["failed"] == 50
 
 
-@needs_retry
 def test_a_retry_is_a_new_batch_of_the_failed_jobs_linked_to_the_old(client, ivvy, ivvy_connection):
     jobs = booking_session_jobs(4)
     jobs[1]["params"]["startDate"] = "not a date"
@@ -193,3 +182,28 @@ def test_a_retry_is_a_new_batch_of_the_failed_jobs_linked_to_the_old(client, ivv
     again = client.retry(first)
     assert again["retryOf"] == first and again["jobCount"] == 1
     assert client.get_batch(first)["retries"] == [again["batchId"]]
+
+
+def test_failed_records_are_downloaded_fixed_and_resubmitted_as_a_linked_batch(
+    client, ivvy, ivvy_connection, tmp_path
+):
+    # Given a file batch in which two sessions have a date iVvy refuses
+    jobs = booking_session_jobs(6)
+    for i in (1, 4):
+        jobs[i]["params"]["startDate"] = "2026-13-40"
+    first = client.submit_file(write_jsonl(tmp_path / "jobs.jsonl", jobs), "ivvy", ivvy_connection)["batchId"]
+    assert client.wait(first, interval=0.2, timeout=60)["counts"]["failed"] == 2
+    # When the failed jobs are downloaded as a jobs file, fixed, and submitted as a retry of the batch
+    to_fix = tmp_path / "to-fix.jsonl"
+    assert client.download_results(first, to_fix, outcome="failed", jobs_only=True) == 2
+    fixed = [json.loads(line) for line in to_fix.read_text().splitlines()]
+    assert fixed == [jobs[1], jobs[4]]
+    for job in fixed:
+        job["params"]["startDate"] = "2026-03-02"
+    second = client.submit_file(
+        write_jsonl(tmp_path / "fixed.jsonl", fixed), "ivvy", ivvy_connection, retry_of=first
+    )
+    # Then the new batch succeeds, and the two are linked both ways
+    view = client.wait(second["batchId"], interval=0.2, timeout=60)
+    assert (view["status"], view["retryOf"]) == ("SUCCEEDED", first)
+    assert client.get_batch(first)["retries"] == [second["batchId"]]

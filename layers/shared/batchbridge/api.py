@@ -13,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batchbridge import cost
 from batchbridge.clock import now_iso
@@ -40,14 +40,26 @@ def invalid(details: list[dict[str, Any]], code: str = "VALIDATION_FAILED") -> R
 
 
 class CreateBatchRequest(BaseModel):
+    """``POST /batches``: the jobs inline (small batches) or the id of a validated upload, not both."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     provider: str = Field(min_length=1, max_length=64)
     connection: str = Field(min_length=1, max_length=64)
-    jobs: list[dict[str, Any]] = Field(min_length=1)
+    jobs: list[dict[str, Any]] | None = Field(default=None, min_length=1)
+    upload_id: str | None = Field(default=None, alias="uploadId", min_length=1, max_length=64)
     options: dict[str, Any] = Field(default_factory=dict)
     client_reference: str | None = Field(default=None, alias="clientReference", min_length=1, max_length=256)
     deadline_seconds: int | None = Field(default=None, alias="deadlineSeconds", ge=1)
+    retry_of: str | None = Field(default=None, alias="retryOf", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CreateBatchRequest:
+        if (self.jobs is None) == (self.upload_id is None):
+            raise ValueError(
+                "give the jobs inline (jobs) or the id of a validated upload (uploadId), not both"
+            )
+        return self
 
 
 def _details(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
@@ -124,10 +136,10 @@ def _too_deep(value: Any, limit: int) -> bool:
 
 
 def validate_for_provider(
-    request: CreateBatchRequest,
-) -> tuple[type[Provider], dict[str, Any], int, list[bytes]]:
-    """Check provider, jobs, options and deadline. Returns the provider class, the clean options, the
-    deadline in seconds, and the jobs as the lines of the batch's jobs file."""
+    request: CreateBatchRequest, job_count: int
+) -> tuple[type[Provider], dict[str, Any], int]:
+    """Check provider, job count, options and deadline. Returns the provider class, the clean options
+    and the deadline in seconds."""
     try:
         cls = provider_class(request.provider)
     except BatchBridgeError as exc:
@@ -135,13 +147,37 @@ def validate_for_provider(
             422, exc.code, exc.message, [{"field": "provider", "message": exc.message}]
         ) from None
     caps: Capabilities = cls.capabilities
-    if len(request.jobs) > caps.max_jobs_per_batch:
+    if job_count > caps.max_jobs_per_batch:
         most = caps.max_jobs_per_batch
-        message = f"{len(request.jobs)} jobs is more than {caps.name}'s maximum of {most} per batch"
-        raise RequestError(422, "TOO_MANY_JOBS", message, [{"field": "jobs", "message": message}])
+        message = f"{job_count} jobs is more than {caps.name}'s maximum of {most} per batch"
+        field = "jobs" if request.jobs is not None else "uploadId"
+        raise RequestError(422, "TOO_MANY_JOBS", message, [{"field": field, "message": message}])
+    details: list[dict[str, Any]] = []
+    try:
+        options = cls.options_model.model_validate(request.options).model_dump(
+            by_alias=True, exclude_none=True
+        )
+    except ValidationError as exc:
+        details.extend(_details(exc, "options"))
+        options = {}
+    deadline = request.deadline_seconds or caps.default_deadline_seconds
+    if deadline > caps.max_deadline_seconds:
+        details.append(
+            {
+                "field": "deadlineSeconds",
+                "message": f"at most {caps.max_deadline_seconds} seconds for {caps.name}",
+            }
+        )
+    if details:
+        raise invalid(details)
+    return cls, options, deadline
+
+
+def inline_jobs(cls: type[Provider], options: dict[str, Any], jobs: list[dict[str, Any]]) -> list[bytes]:
+    """Check inline jobs for the provider; they become the lines of the batch's jobs file."""
     details: list[dict[str, Any]] = []
     lines: list[bytes] = []
-    for i, job in enumerate(request.jobs):
+    for i, job in enumerate(jobs):
         problems = job_problems(cls, job, f"jobs[{i}]")
         if problems:
             details.extend(problems)
@@ -154,26 +190,11 @@ def validate_for_provider(
             details.append(
                 {"field": f"jobs[{i}]", "message": "holds a lone surrogate (\\ud800-\\udfff), not text"}
             )
-    try:
-        options = cls.options_model.model_validate(request.options).model_dump(
-            by_alias=True, exclude_none=True
-        )
-    except ValidationError as exc:
-        details.extend(_details(exc, "options"))
-        options = {}
     if not details:
-        details.extend(cls.validate_batch(options, request.jobs))
-    deadline = request.deadline_seconds or caps.default_deadline_seconds
-    if deadline > caps.max_deadline_seconds:
-        details.append(
-            {
-                "field": "deadlineSeconds",
-                "message": f"at most {caps.max_deadline_seconds} seconds for {caps.name}",
-            }
-        )
+        details.extend(cls.validate_batch(options, jobs))
     if details:
         raise invalid(details)
-    return cls, options, deadline, lines
+    return lines
 
 
 def job_problems(cls: type[Provider], job: Any, where: str) -> list[dict[str, Any]]:
@@ -202,8 +223,22 @@ def create_batch(
             400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
         )
     request = parse_create(body, is_base64=is_base64, max_bytes=deps.settings.max_body_bytes)
-    cls, options, deadline, lines = validate_for_provider(request)
+    upload = None
+    if request.upload_id is not None:
+        from batchbridge import uploads
+
+        cls, options, deadline = validate_for_provider(request, 0)
+        upload = uploads.jobs_for_batch(
+            request.upload_id, request.provider, options, uploads.UploadRecords(deps.repo)
+        )
+        cls, options, deadline = validate_for_provider(request, upload.job_count)
+    else:
+        assert request.jobs is not None
+        cls, options, deadline = validate_for_provider(request, len(request.jobs))
+        lines = inline_jobs(cls, options, request.jobs)
     _check_connection(request.connection, request.provider)
+    if request.retry_of is not None:
+        _check_retried(deps, request)
 
     digest = hashlib.sha256(
         json.dumps(
@@ -213,26 +248,56 @@ def create_batch(
                 options,
                 request.client_reference,
                 request.deadline_seconds,
+                request.upload_id,
+                request.retry_of,
             ],
             sort_keys=True,
         ).encode()
     )
-    for line in lines:
-        digest.update(line + b"\n")
+    if upload is None:
+        for line in lines:
+            digest.update(line + b"\n")
     batch = new_batch(
         deps,
         cls,
         provider=request.provider,
         connection=request.connection,
-        job_count=len(lines),
+        job_count=upload.job_count if upload else len(lines),
         options=options,
         client_reference=request.client_reference,
         deadline=deadline,
         api_base_url=api_base_url,
+        retry_of=request.retry_of,
+        upload_id=request.upload_id,
     )
+    if upload is not None:
+        batch.jobs_key = upload.key
     return start_batch(
-        deps, batch, idempotency_key, digest.hexdigest(), base_path, jobs=b"\n".join(lines) + b"\n"
+        deps,
+        batch,
+        idempotency_key,
+        digest.hexdigest(),
+        base_path,
+        jobs=None if upload else b"\n".join(lines) + b"\n",
     )
+
+
+def _check_retried(deps: Deps, request: CreateBatchRequest) -> None:
+    """A new batch that retries another (its jobs fixed by the client) names a finished batch of the
+    same provider and connection."""
+    field = [
+        {"field": "retryOf", "message": "must name a finished batch of the same provider and connection"}
+    ]
+    try:
+        old = deps.repo.get_batch(str(request.retry_of))
+    except BatchBridgeError:
+        raise RequestError(422, "UNKNOWN_BATCH", f"no batch {request.retry_of!r} to retry", field) from None
+    if not old.status.is_terminal:
+        raise RequestError(409, "BATCH_NOT_FINISHED", f"batch {old.batch_id} is {old.status.value}", field)
+    if (old.provider, old.connection) != (request.provider, request.connection):
+        raise RequestError(
+            422, "RETRY_MISMATCH", f"batch {old.batch_id} ran on another provider or connection", field
+        )
 
 
 def new_batch(
@@ -289,6 +354,11 @@ def start_batch(
             return _replay(deps, existing.batch_id, existing.body_hash, body_hash, base_path)
     written: list[str] = []
     try:
+        if batch.upload_id is not None:
+            from batchbridge import uploads
+
+            uploads.UploadRecords(deps.repo).claim_for_batch(batch.upload_id, batch.batch_id)
+            written.append("upload")
         if jobs is not None:
             deps.objects.put_bytes(batch.jobs_key, jobs)
             written.append("jobs")
@@ -454,6 +524,10 @@ def _undo(deps: Deps, batch: Batch, written: list[str], idempotency_key: str | N
 
         if "jobs" in written:
             deps.objects.delete(batch.jobs_key)
+        if "upload" in written and batch.upload_id is not None:
+            from batchbridge import uploads
+
+            uploads.UploadRecords(deps.repo).release_claim(batch.upload_id, batch.batch_id)
         if idempotency_key is not None:
             deps.repo.release_idempotency_key(idempotency_key)
     except Exception:

@@ -29,6 +29,7 @@ def client(service: str) -> Any:
 
 
 @cache
+@cache
 def presigner() -> Any:
     """The S3 client that signs pre-signed URLs: Signature Version 4 always (S3 refuses version 2 in most
     regions, and a version-2 URL would be valid until its expiry even past the credentials' own)."""

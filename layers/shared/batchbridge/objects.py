@@ -98,7 +98,8 @@ class ObjectStore:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return str(self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
+        signer = self._client if self._client is not None else aws.presigner()  # Signature Version 4
+        return str(signer.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds))
 
     def writer(self, key: str) -> ObjectWriter:
         return ObjectWriter(self, key)

@@ -138,6 +138,29 @@ class Chunk(Record):
     collected_at: str | None = None
 
 
+class Upload(Record):
+    """An upload of a file of jobs (``pk = UPLOAD#<id>``, ``sk = META``). Its status is kept as
+    ``uploadStatus``: ``status`` keys the batch listing index, which holds batch records only."""
+
+    upload_id: str
+    upload_status: str  # batchbridge.uploads.UploadStatus
+    provider: str
+    format: str
+    source_key: str
+    created_at: str
+    ttl: int
+    size_bytes: int | None = None
+    options: dict[str, Any] | None = None
+    multipart_upload_id: str | None = None
+    part_size_bytes: int | None = None
+    completed_at: str | None = None
+    validated_at: str | None = None
+    job_count: int | None = None
+    jobs_key: str | None = None
+    error: dict[str, Any] | None = None
+    batch_id: str | None = None  # the batch it started (an upload starts one)
+
+
 def plain(value: Any) -> Any:
     """DynamoDB numbers come back as Decimal; records take ints and floats."""
     if isinstance(value, Decimal):

@@ -25,7 +25,6 @@ from enum import StrEnum
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,8 +35,9 @@ from batchbridge.errors import BatchBridgeError, RequestError
 from batchbridge.objects import ObjectStore
 from batchbridge.observability import logger
 from batchbridge.providers.base import Job, Provider, provider_class
-from batchbridge.records import dynamo as to_dynamo
-from batchbridge.records import plain as to_plain
+from batchbridge.records import Upload
+from batchbridge.repository import Repository
+from batchbridge.tasks import Deps
 
 MiB = 1024 * 1024
 SINGLE_PUT_MAX_BYTES = 100 * MiB  # above this, POST /uploads answers with a multipart upload
@@ -77,132 +77,57 @@ def jobs_key(upload_id: str) -> str:
     return f"uploads/{upload_id}/jobs.jsonl"
 
 
-def _pk(upload_id: str) -> str:
-    return f"UPLOAD#{upload_id}"
-
-
-def is_conditional_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-# --- the upload record -------------------------------------------------------------------------------
 class UploadRecords:
-    """Every read and write of upload records; each change of status is a conditional write from the one
-    status it may start in. The record's status is kept as ``uploadStatus``: ``status`` is the key of the
-    batch listing index, which must hold batch records only."""
+    """The uploads' lifecycle, as the API speaks of it, over the repository (which holds every write:
+    each change of status is a conditional write from the one status it may start in)."""
 
-    META = "META"
+    def __init__(self, repo: Repository | None = None) -> None:
+        self.repo = repo if repo is not None else Deps.default().repo
 
-    def __init__(self, table: Any = None) -> None:
-        self.table = table if table is not None else aws.table(get_settings().table_name)
+    def create(self, upload: Upload) -> None:
+        self.repo.create_upload(upload)
 
-    def create(self, record: dict[str, Any]) -> None:
-        item = to_dynamo({"pk": _pk(record["uploadId"]), "sk": self.META, **record})
-        self.table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
-
-    def get(self, upload_id: str) -> dict[str, Any]:
-        """The record; :class:`RequestError` 404 when there is none (or the id is not one we issue)."""
-        item = None
-        if _UUID.match(upload_id):
-            key = {"pk": _pk(upload_id), "sk": self.META}
-            item = self.table.get_item(Key=key, ConsistentRead=True).get("Item")
-        if not item:
+    def get(self, upload_id: str) -> Upload:
+        """The upload; :class:`RequestError` 404 when there is none (or the id is not one we issue)."""
+        upload = self.repo.get_upload(upload_id) if _UUID.match(upload_id) else None
+        if upload is None:
             raise RequestError(404, "UPLOAD_NOT_FOUND", "no upload has that id")
-        return {k: v for k, v in to_plain(item).items() if k not in ("pk", "sk")}
-
-    def _move(
-        self,
-        upload_id: str,
-        start: UploadStatus,
-        end: UploadStatus,
-        values: dict[str, Any] | None = None,
-        remove: tuple[str, ...] = (),
-    ) -> bool:
-        """``start`` -> ``end``, setting ``values``; False when the record was not in ``start``."""
-        sets = {"uploadStatus": end.value, **(values or {})}
-        names = {f"#v{i}": k for i, k in enumerate(sets)} | {f"#r{i}": k for i, k in enumerate(remove)}
-        expression = "SET " + ", ".join(f"#v{i} = :v{i}" for i in range(len(sets)))
-        if remove:
-            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        try:
-            self.table.update_item(
-                Key={"pk": _pk(upload_id), "sk": self.META},
-                UpdateExpression=expression,
-                ConditionExpression="#state = :start",
-                ExpressionAttributeNames={**names, "#state": "uploadStatus"},
-                ExpressionAttributeValues={
-                    **{f":v{i}": to_dynamo(v) for i, v in enumerate(sets.values())},
-                    ":start": start.value,
-                },
-            )
-        except ClientError as exc:
-            if is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        return upload
 
     def start_validation(self, upload_id: str) -> bool:
-        return self._move(
-            upload_id, UploadStatus.AWAITING_UPLOAD, UploadStatus.VALIDATING, {"completedAt": now_iso()}
+        return self.repo.move_upload(
+            upload_id, UploadStatus.AWAITING_UPLOAD, UploadStatus.VALIDATING, set={"completedAt": now_iso()}
         )
 
     def reopen(self, upload_id: str) -> bool:
         """VALIDATING -> AWAITING_UPLOAD, when validation could not be started: the client may complete
         again."""
-        return self._move(
+        return self.repo.move_upload(
             upload_id, UploadStatus.VALIDATING, UploadStatus.AWAITING_UPLOAD, remove=("completedAt",)
         )
 
     def mark_valid(self, upload_id: str, job_count: int) -> bool:
-        return self._move(
-            upload_id,
-            UploadStatus.VALIDATING,
-            UploadStatus.VALID,
-            {"jobCount": job_count, "jobsKey": jobs_key(upload_id), "validatedAt": now_iso()},
-        )
+        values = {"jobCount": job_count, "jobsKey": jobs_key(upload_id), "validatedAt": now_iso()}
+        return self.repo.move_upload(upload_id, UploadStatus.VALIDATING, UploadStatus.VALID, set=values)
 
     def mark_invalid(self, upload_id: str, error: dict[str, Any]) -> bool:
-        return self._move(
-            upload_id,
-            UploadStatus.VALIDATING,
-            UploadStatus.INVALID,
-            {"error": error, "validatedAt": now_iso()},
-        )
+        values = {"error": error, "validatedAt": now_iso()}
+        return self.repo.move_upload(upload_id, UploadStatus.VALIDATING, UploadStatus.INVALID, set=values)
 
     def claim_for_batch(self, upload_id: str, batch_id: str) -> None:
         """Record that ``batch_id`` starts from this VALID upload; an upload starts one batch only.
         Claiming again for the same batch id is harmless. :class:`RequestError` 409 otherwise."""
-        try:
-            self.table.update_item(
-                Key={"pk": _pk(upload_id), "sk": self.META},
-                UpdateExpression="SET #batch = :batch",
-                ConditionExpression="#state = :valid AND (attribute_not_exists(#batch) OR #batch = :batch)",
-                ExpressionAttributeNames={"#batch": "batchId", "#state": "uploadStatus"},
-                ExpressionAttributeValues={":batch": batch_id, ":valid": UploadStatus.VALID.value},
-            )
-        except ClientError as exc:
-            if not is_conditional_failure(exc):
-                raise
+        if not self.repo.claim_upload(upload_id, batch_id, valid=UploadStatus.VALID):
             raise RequestError(
                 409,
                 "UPLOAD_ALREADY_USED",
                 "this upload has already started a batch; upload the file again for another batch",
                 [{"field": "uploadId", "message": "already used"}],
-            ) from None
+            )
 
     def release_claim(self, upload_id: str, batch_id: str) -> None:
         """Undo :meth:`claim_for_batch` (the batch could not be accepted after all)."""
-        try:
-            self.table.update_item(
-                Key={"pk": _pk(upload_id), "sk": self.META},
-                UpdateExpression="REMOVE #batch",
-                ConditionExpression="#batch = :batch",
-                ExpressionAttributeNames={"#batch": "batchId"},
-                ExpressionAttributeValues={":batch": batch_id},
-            )
-        except ClientError as exc:
-            if not is_conditional_failure(exc):
-                raise
+        self.repo.release_upload(upload_id, batch_id)
 
 
 # --- requests ----------------------------------------------------------------------------------------
@@ -315,22 +240,22 @@ def create_upload(
     key = source_key(upload_id, request.format)
     content_type = CONTENT_TYPES[request.format]
     seconds = settings.upload_url_seconds
-    record: dict[str, Any] = {
-        "uploadId": upload_id,
-        "uploadStatus": UploadStatus.AWAITING_UPLOAD.value,
-        "provider": request.provider,
-        "format": request.format,
-        "sourceKey": key,
-        "sizeBytes": request.size_bytes,
-        "options": options,
-        "createdAt": now_iso(),
-        "ttl": int(time.time()) + settings.outcome_ttl_days * 86400,
-    }
+    record = Upload(
+        upload_id=upload_id,
+        upload_status=UploadStatus.AWAITING_UPLOAD,
+        provider=request.provider,
+        format=request.format,
+        source_key=key,
+        size_bytes=request.size_bytes,
+        options=options,
+        created_at=now_iso(),
+        ttl=int(time.time()) + settings.outcome_ttl_days * 86400,
+    )
     if request.size_bytes is not None and request.size_bytes > SINGLE_PUT_MAX_BYTES:
         size = part_size(request.size_bytes)
         multipart = s3.create_multipart_upload(Bucket=settings.bucket_name, Key=key, ContentType=content_type)
-        record["multipartUploadId"] = multipart["UploadId"]
-        record["partSizeBytes"] = size
+        record.multipart_upload_id = multipart["UploadId"]
+        record.part_size_bytes = size
         upload: dict[str, Any] = {
             "method": "MULTIPART",
             "partSizeBytes": size,
@@ -363,7 +288,7 @@ def create_upload(
             "headers": {"Content-Type": content_type},
             "expiresIn": seconds,
         }
-    (records or UploadRecords()).create({k: v for k, v in record.items() if v is not None})
+    (records or UploadRecords()).create(record)
     logger.info("upload created", extra={"upload_id": upload_id, "format": request.format})
     return 201, {
         "uploadId": upload_id,
@@ -390,11 +315,11 @@ def complete_upload(
     records = records or UploadRecords()
     record = records.get(upload_id)
     request = parse_body(body, CompleteUploadRequest, is_base64=is_base64)
-    if record["uploadStatus"] != UploadStatus.AWAITING_UPLOAD:
-        return 202, {"uploadId": upload_id, "status": record["uploadStatus"]}
+    if record.upload_status != UploadStatus.AWAITING_UPLOAD:
+        return 202, {"uploadId": upload_id, "status": record.upload_status}
     settings = get_settings()
     s3 = s3 if s3 is not None else aws.client("s3")
-    if record.get("multipartUploadId") and not _object_size(s3, settings.bucket_name, record["sourceKey"]):
+    if record.multipart_upload_id and not _object_size(s3, settings.bucket_name, record.source_key):
         if request.parts is None:
             raise RequestError(
                 400,
@@ -403,20 +328,20 @@ def complete_upload(
                 [{"field": "parts", "message": "required for a multipart upload"}],
             )
         _complete_multipart(s3, settings.bucket_name, record, request.parts)
-    elif not record.get("multipartUploadId") and request.parts is not None:
+    elif not record.multipart_upload_id and request.parts is not None:
         raise RequestError(
             400,
             "NOT_MULTIPART",
             "this upload is a single PUT: complete it with an empty body",
             [{"field": "parts", "message": "only for a multipart upload"}],
         )
-    size = _object_size(s3, settings.bucket_name, record["sourceKey"])
+    size = _object_size(s3, settings.bucket_name, record.source_key)
     if size is None:
         raise RequestError(
             409, "FILE_NOT_UPLOADED", "no file has been uploaded yet: PUT it to the upload URL first"
         )
     if not records.start_validation(upload_id):  # another complete won the race
-        return 202, {"uploadId": upload_id, "status": records.get(upload_id)["uploadStatus"]}
+        return 202, {"uploadId": upload_id, "status": records.get(upload_id).upload_status}
     try:
         (start_validation or _invoke_validator)(upload_id)
     except ClientError:
@@ -438,7 +363,7 @@ def _object_size(s3: Any, bucket: str, key: str) -> int | None:
         raise
 
 
-def _complete_multipart(s3: Any, bucket: str, record: dict[str, Any], parts: list[PartETag]) -> None:
+def _complete_multipart(s3: Any, bucket: str, record: Upload, parts: list[PartETag]) -> None:
     numbers = [p.part_number for p in parts]
     if numbers != sorted(set(numbers)):
         raise RequestError(
@@ -450,8 +375,8 @@ def _complete_multipart(s3: Any, bucket: str, record: dict[str, Any], parts: lis
     try:
         s3.complete_multipart_upload(
             Bucket=bucket,
-            Key=record["sourceKey"],
-            UploadId=record["multipartUploadId"],
+            Key=record.source_key,
+            UploadId=record.multipart_upload_id,
             MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]},
         )
     except ClientError as exc:
@@ -479,15 +404,15 @@ def upload_view(upload_id: str, records: UploadRecords | None = None) -> dict[st
     record = (records or UploadRecords()).get(upload_id)
     view = {
         "uploadId": upload_id,
-        "provider": record["provider"],
-        "format": record["format"],
-        "status": record["uploadStatus"],
-        "sizeBytes": record.get("sizeBytes"),
-        "jobCount": record.get("jobCount"),
-        "error": record.get("error"),
-        "batchId": record.get("batchId"),
-        "createdAt": record["createdAt"],
-        "validatedAt": record.get("validatedAt"),
+        "provider": record.provider,
+        "format": record.format,
+        "status": record.upload_status,
+        "sizeBytes": record.size_bytes,
+        "jobCount": record.job_count,
+        "error": record.error,
+        "batchId": record.batch_id,
+        "createdAt": record.created_at,
+        "validatedAt": record.validated_at,
     }
     return {k: v for k, v in view.items() if v is not None}
 
@@ -523,12 +448,12 @@ def jobs_for_batch(
         raise RequestError(
             422, "UPLOAD_NOT_FOUND", "no upload has that id", [{"field": "uploadId", "message": "unknown"}]
         ) from None
-    if record["provider"] != provider:
-        message = f"upload {upload_id} holds {record['provider']} jobs, not {provider} jobs"
+    if record.provider != provider:
+        message = f"upload {upload_id} holds {record.provider} jobs, not {provider} jobs"
         raise RequestError(
             422, "UPLOAD_PROVIDER_MISMATCH", message, [{"field": "uploadId", "message": message}]
         )
-    status = record["uploadStatus"]
+    status = record.upload_status
     if status in (UploadStatus.AWAITING_UPLOAD, UploadStatus.VALIDATING):
         raise RequestError(
             409,
@@ -536,24 +461,24 @@ def jobs_for_batch(
             f"upload {upload_id} is {status}; start the batch once GET /uploads/{upload_id} says VALID",
         )
     if status == UploadStatus.INVALID:
-        error = record.get("error") or {}
+        error = record.error or {}
         raise RequestError(
             422, "INVALID_FILE", str(error.get("message", "the file is invalid")), error.get("details")
         )
-    if record.get("batchId"):
+    if record.batch_id:
         raise RequestError(
             409,
             "UPLOAD_ALREADY_USED",
-            f"upload {upload_id} already started batch {record['batchId']}",
+            f"upload {upload_id} already started batch {record.batch_id}",
             [{"field": "uploadId", "message": "already used"}],
         )
-    checked = record.get("options")
+    checked = record.options
     if checked is not None and checked != (options or {}):
         message = "the file was checked with other options than this batch's; send the same options"
         raise RequestError(
             422, "UPLOAD_OPTIONS_MISMATCH", message, [{"field": "options", "message": message}]
         )
-    return UploadedJobs(upload_id, int(record["jobCount"]), str(record["jobsKey"]), checked)
+    return UploadedJobs(upload_id, int(record.job_count or 0), str(record.jobs_key), checked)
 
 
 # --- streaming validation --------------------------------------------------------------------------
@@ -876,15 +801,15 @@ def validate_upload(
     the same invocation changes nothing."""
     records = records or UploadRecords()
     record = records.get(upload_id)
-    if record["uploadStatus"] != UploadStatus.VALIDATING:
-        return {"uploadId": upload_id, "status": record["uploadStatus"]}
+    if record.upload_status != UploadStatus.VALIDATING:
+        return {"uploadId": upload_id, "status": record.upload_status}
     settings = get_settings()
     s3 = s3 if s3 is not None else aws.client("s3")
     bucket = settings.bucket_name
     check = FileCheck(
-        provider_class(record["provider"]), record["format"], record.get("options"), seconds_left=seconds_left
+        provider_class(record.provider), record.format, record.options, seconds_left=seconds_left
     )
-    size = _object_size(s3, bucket, record["sourceKey"]) or 0
+    size = _object_size(s3, bucket, record.source_key) or 0
     started = time.monotonic()
     if size > MAX_UPLOAD_BYTES:
         check.problems.append(Problem(None, "", f"the file is larger than {MAX_UPLOAD_BYTES // MiB} MiB"))
@@ -892,7 +817,7 @@ def validate_upload(
         objects = ObjectStore(bucket, client=s3)
         writer = objects.writer(jobs_key(upload_id))
         try:
-            for line in check.run(objects.stream(record["sourceKey"], CHUNK_BYTES)):
+            for line in check.run(objects.stream(record.source_key, CHUNK_BYTES)):
                 writer.write(line + b"\n")
         except BaseException:
             writer.abort()

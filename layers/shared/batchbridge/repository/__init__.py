@@ -38,7 +38,7 @@ from pydantic.alias_generators import to_camel
 from batchbridge.clock import now_iso
 from batchbridge.errors import BatchNotFoundError, InvalidTokenError
 from batchbridge.models import TERMINAL_STATUSES, BatchStatus, ChunkState, Counts, ErrorInfo, OutcomeKind
-from batchbridge.records import Batch, CancelAttempt, Chunk, Settlement
+from batchbridge.records import Batch, CancelAttempt, Chunk, Settlement, Upload
 
 META = "META"
 TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATUSES))
@@ -101,7 +101,7 @@ def decode_page_token(token: str, batch_id: str, prefix: str) -> str:
 
 
 # --- writes as values -----------------------------------------------------------------------------
-Op = Literal["present", "absent", "in", "not_in", "not_true", "below_or_absent"]
+Op = Literal["present", "absent", "in", "in_or_absent", "not_in", "not_true", "below_or_absent"]
 
 
 @dataclass(frozen=True)
@@ -510,6 +510,51 @@ class Repository(ABC):
 
     def release_idempotency_key(self, key: str) -> None:
         self._delete((f"IDEMPOTENCY#{key}", META))
+
+    # --- uploads ------------------------------------------------------------------------------------
+    def create_upload(self, upload: Upload) -> None:
+        if not self._put_new((f"UPLOAD#{upload.upload_id}", META), upload.to_item()):
+            raise ValueError(f"upload {upload.upload_id} already exists")
+
+    def get_upload(self, upload_id: str) -> Upload | None:
+        item = self._get((f"UPLOAD#{upload_id}", META))
+        return Upload.from_item(item) if item else None
+
+    def move_upload(
+        self,
+        upload_id: str,
+        start: str,
+        end: str,
+        *,
+        set: dict[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> bool:
+        """``start`` -> ``end`` (upload statuses); False when the upload was not in ``start``."""
+        write = Write(
+            key=(f"UPLOAD#{upload_id}", META),
+            expect=(Expect("uploadStatus", "in", (start,)),),
+            set={"uploadStatus": end, **(set or {})},
+            remove=remove,
+        )
+        return self._apply(write) is not None
+
+    def claim_upload(self, upload_id: str, batch_id: str, *, valid: str) -> bool:
+        """Make a ``valid`` upload the batch's; True also when it already is that batch's (a retry)."""
+        write = Write(
+            key=(f"UPLOAD#{upload_id}", META),
+            expect=(Expect("uploadStatus", "in", (valid,)), Expect("batchId", "in_or_absent", (batch_id,))),
+            set={"batchId": batch_id},
+        )
+        return self._apply(write) is not None
+
+    def release_upload(self, upload_id: str, batch_id: str) -> bool:
+        """Undo :meth:`claim_upload` (the batch could not be accepted after all), only for that batch."""
+        write = Write(
+            key=(f"UPLOAD#{upload_id}", META),
+            expect=(Expect("batchId", "in", (batch_id,)),),
+            remove=("batchId",),
+        )
+        return self._apply(write) is not None
 
     # --- listing ------------------------------------------------------------------------------------
     @abstractmethod

@@ -68,6 +68,9 @@ class Expressions:
                 out.append(f"attribute_not_exists({n})")
             elif e.op == "in":
                 out.append(f"{n} IN ({', '.join(self.value(v) for v in e.values)})")
+            elif e.op == "in_or_absent":
+                values = ", ".join(self.value(v) for v in e.values)
+                out.append(f"(attribute_not_exists({n}) OR {n} IN ({values}))")
             elif e.op == "not_in":
                 out.append(f"NOT ({n} IN ({', '.join(self.value(v) for v in e.values)}))")
             elif e.op == "not_true":

@@ -28,6 +28,8 @@ def holds(item: dict[str, Any] | None, expect: Sequence[Expect]) -> bool:
             return False
         if e.op == "in" and (not present or value not in e.values):
             return False
+        if e.op == "in_or_absent" and present and value not in e.values:
+            return False
         if e.op == "not_in" and present and value in e.values:
             return False
         if e.op == "not_true" and value is True:
