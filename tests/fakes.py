@@ -25,6 +25,7 @@ class MemoryObjects(ObjectStore):
     def __init__(self) -> None:
         super().__init__("memory-bucket", client=object())
         self.objects: dict[str, bytes] = {}
+        self.uploads: dict[str, tuple[str, dict[int, bytes]]] = {}
 
     def put_bytes(self, key: str, body: bytes | IO[bytes], content_type: str = "") -> None:
         self.objects[key] = body if isinstance(body, bytes) else body.read()
@@ -52,8 +53,29 @@ class MemoryObjects(ObjectStore):
     def writer(self, key: str) -> Any:
         return _Writer(self, key)
 
-    def lines(self, key: str) -> list[dict[str, Any]]:
+    def records(self, key: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.objects[key].splitlines() if line]
+
+    def start_upload(self, key: str) -> str:
+        upload_id = f"upload-{len(self.uploads)}"
+        self.uploads[upload_id] = (key, {})
+        return upload_id
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: IO[bytes]) -> str:
+        body.seek(0)
+        self.uploads[upload_id][1][number] = body.read()
+        return f"etag-{number}"
+
+    def complete_upload(self, key: str, upload_id: str, parts: int) -> None:
+        if upload_id in self.uploads:
+            _, sent = self.uploads.pop(upload_id)
+            self.objects[key] = b"".join(sent[n] for n in range(1, parts + 1))
+
+    def upload_open(self, key: str, upload_id: str) -> bool:
+        return upload_id in self.uploads
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self.uploads.pop(upload_id, None)
 
 
 class _Writer:
@@ -213,7 +235,7 @@ class World:
         return [c.state for c in self.repo.iter_chunks(batch_id)]
 
     def outcome_lines(self, batch_id: str = BATCH_ID) -> list[dict[str, Any]]:
-        return self.objects.lines(f"batches/{batch_id}/results.jsonl")
+        return self.objects.records(f"batches/{batch_id}/results.jsonl")
 
 
 def make_world(**settings: Any) -> World:

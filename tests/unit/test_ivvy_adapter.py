@@ -83,7 +83,7 @@ def test_capabilities_are_declared_and_registered():
         "ivvy",
         "iVvy",
         200,
-        10_000,
+        1_000_000,
     )
     assert (caps.supports_callback, caps.supports_cancel, caps.min_poll_seconds) == (True, False, 10)
     assert caps.result_retention_seconds == 2 * 24 * 3600

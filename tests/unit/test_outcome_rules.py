@@ -65,7 +65,7 @@ def test_each_line_carries_the_job_and_begins_with_its_kind_and_rows_keep_small_
     assert all(line.startswith('{"outcome":"succeeded"') for line in lines)
     parsed = [json.loads(line) for line in lines]
     assert [p["job"] for p in parsed] == [j.value for j in JOBS]
-    assert parsed[1]["response"] == big
+    assert parsed[1]["response"] == {"truncated": True, "bytes": len(json.dumps(big, separators=(",", ":")))}
     assert (rows[0].response, rows[0].response_truncated) == ('{"id":1}', False)
     assert (rows[1].response, rows[1].response_truncated) == (None, True)
     assert counts.model_dump() == {"total": 4, "succeeded": 4, "failed": 0, "not_processed": 0}

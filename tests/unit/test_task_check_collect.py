@@ -125,10 +125,10 @@ def test_finished_chunks_are_collected_and_the_files_split_by_kind(world):
     lines = world.outcome_lines()
     assert [line["index"] for line in lines] == list(range(7))
     assert [line["job"]["clientRef"] for line in lines] == [f"job-{i}" for i in range(7)]
-    failed_file = world.objects.lines(batch.outcome_keys["failed"])
+    failed_file = world.objects.records(batch.outcome_keys["failed"])
     assert [(line["index"], line["job"]["n"]) for line in failed_file] == [(4, 4)]
-    assert len(world.objects.lines(batch.outcome_keys["succeeded"])) == 6
-    assert world.objects.lines(batch.outcome_keys["not_processed"]) == []
+    assert len(world.objects.records(batch.outcome_keys["succeeded"])) == 6
+    assert world.objects.records(batch.outcome_keys["not_processed"]) == []
     assert message["attributes"] == {
         "provider": "scripted",
         "status": "PARTIALLY_SUCCEEDED",

@@ -111,7 +111,7 @@ def test_a_huge_line_is_refused_without_being_held_and_the_rest_still_checked():
     data = jsonl([job, huge, {"namespace": 5}])
     file_check, _ = check("ivvy", "jsonl", data, chunk=4096)
     assert fields(file_check)[:2] == ["line 2", "line 3: namespace"]
-    assert "longer than 1 MiB" in file_check.error["details"][0]["message"]
+    assert "longer than 64 KiB" in file_check.error["details"][0]["message"]
 
 
 def test_a_file_not_in_utf8_is_refused_naming_the_line_and_the_byte():

@@ -34,9 +34,9 @@ def test_a_finalize_that_fails_every_attempt_still_ends_the_batch_failed_with_on
 ):
     # Given finalize fails on every attempt, before it records anything
     def broken(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("the results files could not be written")
+        raise RuntimeError("the final status could not be decided")
 
-    monkeypatch.setattr(finalize_module, "_write_results", broken)
+    monkeypatch.setattr(finalize_module, "final_status", broken)
     batch_id = submit(stack, "ivvy", ivvy_connection, booking_session_jobs(3))
     view = stack.wait_for_batch(batch_id, timeout=60)
     # Then the state machine recorded FAILED itself, and published the event with all four attributes

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from batchbridge import cost
+from batchbridge import cost, limits
 from batchbridge.clock import now_iso
 from batchbridge.connections import load_connection
 from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, InvalidTokenError, RequestError
@@ -31,7 +31,7 @@ MAX_ERRORS_REPORTED = 10
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 #: How deep a job's values may nest. Real job payloads nest a few levels; deeper is a mistake or an
 #: attack, and would reach the providers' encoders (and Python's recursion limit) before anything else.
-MAX_JOB_DEPTH = 32
+MAX_JOB_DEPTH = limits.MAX_JOB_DEPTH
 
 
 def invalid(details: list[dict[str, Any]], code: str = "VALIDATION_FAILED") -> RequestError:
@@ -153,6 +153,9 @@ def validate_for_provider(
         field = "jobs" if request.jobs is not None else "uploadId"
         raise RequestError(422, "TOO_MANY_JOBS", message, [{"field": field, "message": message}])
     details: list[dict[str, Any]] = []
+    if len(json.dumps(request.options)) > limits.MAX_OPTIONS_BYTES:
+        most = limits.MAX_OPTIONS_BYTES // 1024
+        raise invalid([{"field": "options", "message": f"larger than {most} KiB"}])
     try:
         options = cls.options_model.model_validate(request.options).model_dump(
             by_alias=True, exclude_none=True
@@ -185,11 +188,18 @@ def inline_jobs(cls: type[Provider], options: dict[str, Any], jobs: list[dict[st
                 break
             continue
         try:
-            lines.append(json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+            line = json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             details.append(
                 {"field": f"jobs[{i}]", "message": "holds a lone surrogate (\\ud800-\\udfff), not text"}
             )
+            continue
+        if len(line) > limits.MAX_JOB_BYTES:
+            details.append(
+                {"field": f"jobs[{i}]", "message": f"is larger than {limits.MAX_JOB_BYTES // 1024} KiB"}
+            )
+            continue
+        lines.append(line)
     if not details:
         details.extend(cls.validate_batch(options, jobs))
     if details:
@@ -294,6 +304,13 @@ def _check_retried(deps: Deps, request: CreateBatchRequest) -> None:
         raise RequestError(422, "UNKNOWN_BATCH", f"no batch {request.retry_of!r} to retry", field) from None
     if not old.status.is_terminal:
         raise RequestError(409, "BATCH_NOT_FINISHED", f"batch {old.batch_id} is {old.status.value}", field)
+    if len(old.retries) >= limits.MAX_RETRIES:
+        raise RequestError(
+            422,
+            "TOO_MANY_RETRIES",
+            f"batch {old.batch_id} has been retried {len(old.retries)} times already",
+            field,
+        )
     if (old.provider, old.connection) != (request.provider, request.connection):
         raise RequestError(
             422, "RETRY_MISMATCH", f"batch {old.batch_id} ran on another provider or connection", field
@@ -421,6 +438,10 @@ def retry_batch(
     except ValidationError as exc:
         raise invalid(_details(exc)) from None
     old = deps.repo.get_batch(batch_id)
+    if len(old.retries) >= limits.MAX_RETRIES:
+        raise RequestError(
+            422, "TOO_MANY_RETRIES", f"batch {batch_id} has been retried {len(old.retries)} times already"
+        )
     if not old.status.is_terminal or old.counts is None:
         raise RequestError(
             409,

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, Field
 
+from batchbridge import limits
+
 
 class Settings(BaseModel):
     table_name: str = Field(min_length=1)
@@ -20,7 +22,7 @@ class Settings(BaseModel):
     event_source: str = "urn:batchbridge"
     # Multiplies every computed wait; the local runtime shrinks real-world intervals to seconds.
     poll_time_scale: float = Field(default=1.0, gt=0, le=1.0)
-    max_body_bytes: int = 5 * 1024 * 1024
+    max_body_bytes: int = limits.MAX_BODY_BYTES
     outcome_ttl_days: int = 90
     results_url_seconds: int = 900
     callback_base_url: str = ""
@@ -28,7 +30,7 @@ class Settings(BaseModel):
     provider_read_timeout: float = Field(default=20.0, gt=0, le=120)
     # How long a chunk claimed for submission stays claimed: at least the submit function's timeout, so a
     # claim outlives its claimer. A claim found after that was left by a submit that stopped mid-call.
-    claim_lease_seconds: float = Field(default=150.0, gt=0)
+    claim_lease_seconds: float = Field(default=330.0, gt=0)
     # Uploads: the function POST /uploads/{id}/complete starts, and how long pre-signed upload URLs last.
     validate_upload_function: str = ""
     upload_url_seconds: int = Field(default=3600, ge=60, le=7 * 86400)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from batchbridge import limits
 
 
 class BatchStatus(StrEnum):
@@ -69,8 +71,21 @@ class ChunkState(StrEnum):
 
 
 class ErrorInfo(BaseModel):
+    """An error as BatchBridge records it; its code and message are cut to bounded lengths (vendor text
+    can be any length, and records have a size limit)."""
+
     code: str
     message: str
+
+    @field_validator("code")
+    @classmethod
+    def _short_code(cls, value: str) -> str:
+        return value[: limits.MAX_ERROR_CODE_CHARS]
+
+    @field_validator("message")
+    @classmethod
+    def _short_message(cls, value: str) -> str:
+        return value[: limits.MAX_ERROR_MESSAGE_CHARS]
 
 
 class Outcome(BaseModel):

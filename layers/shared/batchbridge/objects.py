@@ -104,6 +104,66 @@ class ObjectStore:
     def writer(self, key: str) -> ObjectWriter:
         return ObjectWriter(self, key)
 
+    # --- multipart uploads, for writes that span invocations (tasks/join.py) -------------------------
+    def start_upload(self, key: str) -> str:
+        return str(
+            self.s3.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=JSONL)["UploadId"]
+        )
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: IO[bytes]) -> str:
+        body.seek(0)
+        answer = self.s3.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return str(answer["ETag"])
+
+    def complete_upload(self, key: str, upload_id: str, parts: int) -> None:
+        """Complete an upload of parts 1..``parts``, their ETags read back from S3. A no-op for an upload
+        S3 no longer knows (an earlier attempt completed it)."""
+        listed: list[dict[str, Any]] = []
+        marker = 0
+        try:
+            while True:
+                page = self.s3.list_parts(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                )
+                listed.extend(p for p in page.get("Parts", []) if p["PartNumber"] <= parts)
+                if not page.get("IsTruncated"):
+                    break
+                marker = page["NextPartNumberMarker"]
+        except ClientError as exc:
+            if _no_such_upload(exc):
+                return
+            raise
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in listed]},
+        )
+
+    def upload_open(self, key: str, upload_id: str) -> bool:
+        """Whether S3 still knows the upload (False once it was completed or aborted)."""
+        try:
+            self.s3.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id, MaxParts=1)
+        except ClientError as exc:
+            if _no_such_upload(exc):
+                return False
+            raise
+        return True
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort an upload; a no-op for one S3 no longer knows."""
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not _no_such_upload(exc):
+                raise
+
+
+def _no_such_upload(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "NoSuchUpload"
+
 
 class ObjectWriter:
     """Write one object as a stream: parts of :data:`PART_BYTES` are spooled to disk and uploaded as they
@@ -136,21 +196,11 @@ class ObjectWriter:
             self._flush()
 
     def _flush(self) -> None:
-        s3 = self.store.s3
         if self._upload_id is None:
-            self._upload_id = s3.create_multipart_upload(
-                Bucket=self.store.bucket, Key=self.key, ContentType=JSONL
-            )["UploadId"]
-        self._part.seek(0)
+            self._upload_id = self.store.start_upload(self.key)
         number = len(self._parts) + 1
-        answer = s3.upload_part(
-            Bucket=self.store.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=self._part,
-        )
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        etag = self.store.upload_part(self.key, self._upload_id, number, self._part)
+        self._parts.append({"PartNumber": number, "ETag": etag})
         self._part.close()
         self._part = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close() or abort()
         self._in_part = 0
@@ -173,6 +223,4 @@ class ObjectWriter:
     def abort(self) -> None:
         self._part.close()
         if self._upload_id is not None:
-            self.store.s3.abort_multipart_upload(
-                Bucket=self.store.bucket, Key=self.key, UploadId=self._upload_id
-            )
+            self.store.abort_upload(self.key, self._upload_id)

@@ -60,6 +60,18 @@ class RetrySource(BaseModel):
     outcomes: list[OutcomeKind]
 
 
+class JoinState(BaseModel):
+    """Where joining the chunks' outcome objects into the results files stands (see tasks/join.py)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    uploads: dict[str, str]  # file -> its multipart upload id
+    parts: dict[str, int]  # file -> parts sent so far
+    next: int = 0  # the first chunk not yet joined
+    tails: dict[str, int] = Field(default_factory=dict)  # file -> the chunk index its saved tail ends at
+    done: bool = False
+
+
 class Batch(Record):
     """The batch record (``pk = BATCH#<id>``, ``sk = META``)."""
 
@@ -104,6 +116,7 @@ class Batch(Record):
     retries: list[str] = Field(default_factory=list)
     upload_id: str | None = None
     jobs_from: RetrySource | None = None  # a retry: its jobs file is written from this when it starts
+    join: JoinState | None = None  # joining the results files, once every chunk is settled
     event_type: str | None = None  # the completion event's type, once finished
     event_claimed_by: str | None = None  # the execution that publishes the completion event
 
@@ -129,6 +142,7 @@ class Chunk(Record):
     reconciled: bool = False
     progress: float | None = None
     provider_status: str | None = None
+    checked_at: str | None = None  # the last status check that was recorded
     report: dict[str, Any] | None = None  # the last StatusReport, kept for collect
     error: ErrorInfo | None = None
     finished_at: str | None = None

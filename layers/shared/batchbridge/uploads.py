@@ -26,9 +26,9 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from batchbridge import aws
+from batchbridge import aws, limits
 from batchbridge.clock import now_iso
 from batchbridge.config import get_settings
 from batchbridge.errors import BatchBridgeError, RequestError
@@ -41,13 +41,14 @@ from batchbridge.tasks import Deps
 
 MiB = 1024 * 1024
 SINGLE_PUT_MAX_BYTES = 100 * MiB  # above this, POST /uploads answers with a multipart upload
-MAX_UPLOAD_BYTES = 5 * 1024 * MiB  # the largest file taken (S3's limit for one object written in one PUT)
+MAX_UPLOAD_BYTES = limits.MAX_UPLOAD_BYTES  # the largest file taken, by format
+MAX_BYTES = {"jsonl": limits.MAX_UPLOAD_BYTES, "csv": limits.MAX_CSV_UPLOAD_BYTES}
 MIN_PART_BYTES = 16 * MiB
 MAX_PARTS = 10_000  # S3's limit
-MAX_LINE_BYTES = 1 * MiB  # one job; inline batches allow 5 MiB for all their jobs together
+MAX_LINE_BYTES = limits.MAX_JOB_BYTES  # one job
 MAX_PROBLEMS = 20  # reported for a refused file; reading stops there
 MAX_MESSAGE = 300  # longest problem message kept
-MAX_JOBS = 1_000_000  # whatever a provider declares, no batch holds more
+MAX_JOBS = limits.MAX_JOBS_PER_BATCH  # whatever a provider declares, no batch holds more
 BATCH_CHECK_WINDOW = 1000  # jobs handed to a provider's validate_batch at a time
 CHUNK_BYTES = 1 * MiB  # read from S3 at a time
 BUDGET_MARGIN_SECONDS = 20.0  # validation stops, refusing the file, when less is left of the invocation
@@ -140,6 +141,15 @@ class CreateUploadRequest(BaseModel):
     # The batch's options, when known now: the provider's batch-wide checks then run on the file too,
     # and a batch started from the upload must use the same options.
     options: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _not_too_large(self) -> CreateUploadRequest:
+        most = MAX_BYTES[self.format]
+        if self.size_bytes is not None and self.size_bytes > most:
+            raise ValueError(
+                f"a {self.format} file may be at most {most // MiB} MiB; split the work into batches"
+            )
+        return self
 
 
 class ValidateUploadInput(BaseModel):
@@ -603,7 +613,7 @@ class FileCheck:
         model = self.model
         for number, line in lines:
             if line is None:
-                self._problem(number, "", f"the line is longer than {MAX_LINE_BYTES // MiB} MiB")
+                self._problem(number, "", f"the line is longer than {MAX_LINE_BYTES // 1024} KiB")
                 continue
             if number == 1 and line.startswith(_BOM):
                 line = line[len(_BOM) :]
@@ -633,7 +643,7 @@ class FileCheck:
             for number, line in lines:
                 position["line"] = number
                 if line is None:
-                    self._problem(number, "", f"the line is longer than {MAX_LINE_BYTES // MiB} MiB")
+                    self._problem(number, "", f"the line is longer than {MAX_LINE_BYTES // 1024} KiB")
                     continue
                 if number == 1 and line.startswith(_BOM):
                     line = line[len(_BOM) :]
@@ -811,8 +821,9 @@ def validate_upload(
     )
     size = _object_size(s3, bucket, record.source_key) or 0
     started = time.monotonic()
-    if size > MAX_UPLOAD_BYTES:
-        check.problems.append(Problem(None, "", f"the file is larger than {MAX_UPLOAD_BYTES // MiB} MiB"))
+    most = MAX_BYTES[record.format]
+    if size > most:
+        check.problems.append(Problem(None, "", f"the {record.format} file is larger than {most // MiB} MiB"))
     else:
         objects = ObjectStore(bucket, client=s3)
         writer = objects.writer(jobs_key(upload_id))

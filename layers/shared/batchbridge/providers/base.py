@@ -10,6 +10,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from batchbridge import limits
 from batchbridge.errors import CancelNotSupportedError, UnknownProviderError
 from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome
 from batchbridge.providers import load_adapters
@@ -23,7 +24,7 @@ class Capabilities(BaseModel):
     name: str
     title: str
     max_jobs_per_submit: int
-    max_jobs_per_batch: int = 10_000
+    max_jobs_per_batch: int = limits.MAX_JOBS_PER_BATCH
     supports_callback: bool = False
     supports_cancel: bool = False
     min_poll_seconds: float

@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import Field, StrictStr, field_validator
 
+from batchbridge import limits
 from batchbridge.errors import (
     BatchRejectedError,
     ConfigurationError,
@@ -207,7 +208,7 @@ class IvvyProvider(Provider):
         name="ivvy",
         title="iVvy",
         max_jobs_per_submit=MAX_JOBS_PER_RUN,
-        max_jobs_per_batch=10_000,
+        max_jobs_per_batch=limits.MAX_JOBS_PER_BATCH,
         supports_callback=True,
         supports_cancel=False,
         min_poll_seconds=10,

@@ -35,10 +35,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from batchbridge import limits
 from batchbridge.clock import now_iso
 from batchbridge.errors import BatchNotFoundError, InvalidTokenError
 from batchbridge.models import TERMINAL_STATUSES, BatchStatus, ChunkState, Counts, ErrorInfo, OutcomeKind
-from batchbridge.records import Batch, CancelAttempt, Chunk, Settlement, Upload
+from batchbridge.records import Batch, CancelAttempt, Chunk, JoinState, Settlement, Upload
 
 META = "META"
 TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATUSES))
@@ -290,6 +291,16 @@ class Repository(ABC):
         }
         return self._batch_write(batch_id, expect, set={**finished, **values})
 
+    def save_join(self, batch_id: str, state: JoinState, *, previous: JoinState | None) -> JoinState | None:
+        """Record how far joining the results files has come, if it still stands where ``previous`` left it
+        (None: not started); None when another invocation moved it first."""
+        if previous is None:
+            expect: tuple[Expect, ...] = (Expect("join", "absent"),)
+        else:
+            expect = (Expect("join.next", "in", (previous.next,)), Expect("join.done", "not_true"))
+        written = self._batch_write(batch_id, expect, set={"join": state.model_dump(by_alias=True)})
+        return None if written is None else written.join
+
     def meter(self, batch_id: str, usage: dict[str, float]) -> None:
         """Add to the batch's metered counters (see :mod:`batchbridge.cost`), whatever its status."""
         if usage:
@@ -400,10 +411,15 @@ class Repository(ABC):
         error: ErrorInfo | None = None,
     ) -> Chunk | None:
         """RUNNING -> RUNNING (progress) | COMPLETED | FAILED, from one status check."""
+        if report is not None and len(json.dumps(report)) > limits.MAX_REPORT_BYTES:
+            report = {k: v for k, v in report.items() if k != "detail"}  # keep the report, not its facts
         values: dict[str, Any] = {
             "state": state.value,
-            "providerStatus": provider_status,
+            "providerStatus": None
+            if provider_status is None
+            else provider_status[: limits.MAX_PROVIDER_STATUS_CHARS],
             "progress": progress,
+            "checkedAt": now_iso(),
         }
         if state is not ChunkState.RUNNING:
             values["finishedAt"] = now_iso()

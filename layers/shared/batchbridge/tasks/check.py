@@ -36,7 +36,9 @@ def check_batch(batch_id: str, time_left: TimeLeft, deps: Deps | None = None) ->
 
     provider = deps.providers(batch)
     chunks = list(deps.repo.iter_chunks(batch_id))
-    running = [c for c in chunks if c.state is ChunkState.RUNNING]
+    # The longest unchecked first: when the time budget cannot reach every running chunk in one round,
+    # the next round starts with the ones this round left out.
+    running = sorted((c for c in chunks if c.state is ChunkState.RUNNING), key=lambda c: c.checked_at or "")
     results = _check(batch, provider, running, time_left)
 
     retry_after: float | None = None

@@ -29,6 +29,7 @@ from batchbridge.providers.base import Provider, StatusReport
 from batchbridge.records import Batch, CancelAttempt, Chunk, Settlement
 from batchbridge.tasks import MAX_COLLECT_ROUNDS, SAFETY_MARGIN_SECONDS, Deps, Failure, Step, TimeLeft
 from batchbridge.tasks.chunks import chunk_info, prepare, read_jobs
+from batchbridge.tasks.join import join
 from batchbridge.tasks.outcomes import encode, exactly_once, uniform
 
 NOT_COLLECTED = ErrorInfo(
@@ -208,6 +209,12 @@ def collect_batch(
             continue
         settler.settle(chunk)
         worked = True
+    if left == 0 and not (worked and time_left() < SAFETY_MARGIN_SECONDS):
+        # Every chunk is settled: join the results files (in as many calls as their size needs).
+        if not join(deps, deps.repo.get_batch(batch_id), time_left):
+            left = 1
+    elif left == 0:
+        left = 1  # the join starts in the next call
     return Step(
         remaining=left,
         done=left == 0,

@@ -1,9 +1,8 @@
 """Finalize: settle whatever collect left, join the results files, record the terminal status once, and
 build the completion event.
 
-The results files are written in one streaming pass over the chunks' outcome objects: every line goes to
-``results.jsonl`` and to the file of its kind (``results/<kind>.jsonl``), told apart by the line's first
-bytes (each begins ``{"outcome":"<kind>"``), so no line is parsed.
+The results files are joined by the collect loop (tasks/join.py); finalize finishes a join collect could
+not (a failure path).
 """
 
 from __future__ import annotations
@@ -14,11 +13,12 @@ from batchbridge import cost, errors
 from batchbridge.clock import now_iso, parse_iso
 from batchbridge.events import sns_message
 from batchbridge.models import BatchStatus, ChunkState, Counts, ErrorInfo, OutcomeKind
-from batchbridge.objects import ObjectWriter, chunk_outcomes_key, outcome_file_key, results_key
+from batchbridge.objects import results_key
 from batchbridge.observability import logger
 from batchbridge.records import Batch
 from batchbridge.tasks import Deps, Failure
 from batchbridge.tasks.collect import Settler
+from batchbridge.tasks.join import ALL, join, targets
 
 _PREFIXES = {kind: f'{{"outcome":"{kind.value}"'.encode() for kind in OutcomeKind}
 
@@ -48,7 +48,9 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
         counts.failed += part.failed
         counts.not_processed += part.not_processed
         counts.total += part.total
-    keys = _write_results(deps, batch_id, indexes)
+    while not join(deps, deps.repo.get_batch(batch_id), lambda: float("inf")):  # collect could not finish it
+        pass
+    keys = {name: key for name, key in targets(batch_id).items() if name != ALL}
 
     # This invocation's own usage, and what is left after it: this finish write and the completion event's
     # claim (one unit each), and the publish.
@@ -76,33 +78,6 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
             logger.info("batch finished", extra={"status": done.status, "counts": values["counts"]})
             return sns_message(done, deps.settings)
     raise errors.ProviderUnavailableError(f"batch {batch_id} kept changing while being finalized; retry")
-
-
-def _write_results(deps: Deps, batch_id: str, indexes: list[int]) -> dict[str, str]:
-    """Join the chunks' outcome objects into the results file and one file per outcome kind."""
-    keys = {kind.value: outcome_file_key(batch_id, kind.value) for kind in OutcomeKind}
-    everything = deps.objects.writer(results_key(batch_id))
-    writers: dict[OutcomeKind, ObjectWriter] = {
-        kind: deps.objects.writer(keys[kind.value]) for kind in OutcomeKind
-    }
-    try:
-        for index in indexes:
-            data = deps.objects.read(chunk_outcomes_key(batch_id, index))
-            everything.write(data)
-            for line in data.splitlines(keepends=True):
-                for kind, prefix in _PREFIXES.items():
-                    if line.startswith(prefix):
-                        writers[kind].write(line)
-                        break
-        everything.close()
-        for writer in writers.values():
-            writer.close()
-    except BaseException:
-        everything.abort()
-        for writer in writers.values():
-            writer.abort()
-        raise
-    return keys
 
 
 def final_status(

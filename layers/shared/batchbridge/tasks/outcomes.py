@@ -9,13 +9,15 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from batchbridge import limits
 from batchbridge.models import Counts, ErrorInfo, Outcome, OutcomeKind
 from batchbridge.observability import logger
 from batchbridge.redact import scrub
 from batchbridge.repository import OutcomeRow
 
-#: A row keeps the response when its JSON is at most this long; the results files always have it whole.
-ROW_RESPONSE_LIMIT = 4096
+#: A row keeps the response when its JSON is at most this long; the results files keep it up to
+#: ``limits.MAX_RESPONSE_BYTES`` (a longer one is replaced there by ``{"truncated": true, "bytes": n}``).
+ROW_RESPONSE_LIMIT = limits.MAX_ROW_RESPONSE_BYTES
 NO_RESULT = ErrorInfo(code="NO_RESULT", message="the provider returned no result for this job")
 CONFLICTING = ErrorInfo(
     code="CONFLICTING_RESULTS",
@@ -100,6 +102,9 @@ def encode(
         if error is not None:
             error = ErrorInfo(code=error.code[:200], message=scrub(error.message)[:2000])
         response = None if outcome.response is None else _dumps(outcome.response)
+        cut = response is not None and len(response) > limits.MAX_RESPONSE_BYTES
+        if cut:
+            response = f'{{"truncated":true,"bytes":{len(str(response).encode())}}}'
         lines.append(
             f'{{"outcome":"{kind}","index":{outcome.index},"clientRef":{_dumps(outcome.client_ref)},'
             f'"providerRef":{_dumps(outcome.provider_ref)},'
@@ -109,7 +114,7 @@ def encode(
         )
         lines.append(job.line.decode("utf-8"))
         lines.append("}\n")
-        small = response is not None and len(response) <= ROW_RESPONSE_LIMIT
+        small = response is not None and len(response) <= ROW_RESPONSE_LIMIT and not cut
         rows.append(
             OutcomeRow(
                 index=outcome.index,
