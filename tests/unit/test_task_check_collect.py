@@ -276,3 +276,22 @@ def test_finalize_settles_what_collect_could_not_without_asking_the_provider(wor
     assert batch.status is BatchStatus.FAILED and batch.counts.not_processed == 7
     assert len(world.provider.calls) == calls
     assert {line["error"]["code"] for line in world.outcome_lines()} == {"RESULTS_NOT_COLLECTED"}
+
+
+def test_when_a_round_cannot_check_every_chunk_the_next_starts_with_those_left_out(world):
+    # Given 18 jobs in six running chunks, and time in each round for two checks only
+    submitted(world, 18)
+    import itertools
+
+    def rounds_of_two():
+        counter = itertools.count()
+        return lambda: 300.0 if next(counter) < 2 else 0.0
+
+    world.provider.will("check", *([RUNNING] * 100))
+    seen: list[list[int]] = []
+    for _ in range(3):
+        before = len(world.provider.calls)
+        check_batch(BATCH_ID, rounds_of_two(), world.deps)
+        seen.append(sorted(i for op, i in world.provider.calls[before:] if op == "check"))
+    # Then three rounds checked every chunk once
+    assert sorted(i for round_ in seen for i in round_) == list(range(6))
