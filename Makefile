@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads lock clean
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads bench-scale lock clean
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -61,6 +61,9 @@ build: $(STAMP)  ## sam build (arm64 layer and functions)
 
 bench: $(STAMP)  ## polling cost benchmark
 	@$(BIN)/python -m benchmarks.polling_cost
+
+bench-scale: $(STAMP)  ## file batches of 1,000, 10,000 and 100,000 iVvy jobs end to end: phases, memory, cost per 1,000 jobs (several minutes)
+	@$(BIN)/python -m benchmarks.scale $(ARGS)
 
 bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and peak memory (under a minute)
 	@$(BIN)/python -m benchmarks.upload_validation $(ARGS)

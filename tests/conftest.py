@@ -57,11 +57,19 @@ class Snapshot:
     """Counts of everything the stack holds, to prove a rejected request wrote nothing."""
 
     def __init__(self, stack: Any) -> None:
+        import time
+
         import boto3
 
+        # Batches an earlier test left running would keep writing: wait for them to end first.
+        sfn = boto3.client("stepfunctions")
+        deadline = time.monotonic() + 120
+        while sfn.list_executions(stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING")["executions"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("executions left running by earlier tests did not end")
+            time.sleep(0.2)
         self.items = sum(1 for _ in stack.all_items())
         self.objects = sum(1 for _ in stack.all_objects())
-        sfn = boto3.client("stepfunctions")
         self.executions = len(sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"])
 
     def __eq__(self, other: object) -> bool:

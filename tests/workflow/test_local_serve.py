@@ -21,7 +21,6 @@ import pytest
 
 from batchbridge_client import BatchBridgeClient
 from batchbridge_local.simulators.ivvy import booking_session_jobs
-from tests.core_support import CREATE_FROM_UPLOAD, RETRY
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("serve")]
 
@@ -94,22 +93,41 @@ def test_a_batch_is_followed_and_its_results_downloaded_from_another_process(ser
     assert sorted(line["outcome"] for line in lines).count("failed") == 3
 
 
-@pytest.mark.skipif(
-    not (CREATE_FROM_UPLOAD and RETRY),
-    reason="waits on the core: create-from-upload, outcome files and retry (the newcomer's walk-through)",
-)
 def test_the_newcomers_walk_submit_wait_download_failed_fix_retry(served, tmp_path):
+    # Serve the stack, submit a file of 2,000 sessions (20 invalid) and wait for it
     path = write_jsonl(tmp_path / "sessions.jsonl", booking_session_jobs(2000, invalid_every=100))
     started = time.monotonic()
     submitted = cli(
         served, "submit", str(path), "-p", "ivvy", "-c", "ivvy-local", "--wait", "--interval", "0.5"
     )
-    assert submitted.returncode == 1, submitted.stderr
+    assert submitted.returncode == 1, submitted.stderr  # it did not fully succeed
     batch_id = submitted.stdout.splitlines()[0]
-    failed = tmp_path / "failed.jsonl"
-    assert cli(served, "results", batch_id, "--outcome", "failed", "--output", str(failed)).returncode == 0
-    records = [json.loads(line) for line in failed.read_text().splitlines()]
-    assert len(records) == 20 and all(r["job"]["clientRef"] for r in records)
-    retried = cli(served, "retry", batch_id, "--wait", "--interval", "0.5")
-    assert "retrying 20 job(s)" in retried.stderr
+    # Download the failed records as a jobs file, fix them, and submit them as a retry of the batch
+    to_fix = tmp_path / "to-fix.jsonl"
+    downloaded = cli(served, "results", batch_id, "--outcome", "failed", "--jobs", "--output", str(to_fix))
+    assert downloaded.returncode == 0, downloaded.stderr
+    jobs = [json.loads(line) for line in to_fix.read_text().splitlines()]
+    assert len(jobs) == 20 and all(job["clientRef"] for job in jobs)
+    good = booking_session_jobs(1)[0]["params"]
+    fixed = write_jsonl(
+        tmp_path / "fixed.jsonl", [{**job, "params": {**good, "name": job["clientRef"]}} for job in jobs]
+    )
+    retried = cli(
+        served,
+        "submit",
+        str(fixed),
+        "-p",
+        "ivvy",
+        "-c",
+        "ivvy-local",
+        "--retry-of",
+        batch_id,
+        "--wait",
+        "--interval",
+        "0.5",
+    )
+    assert retried.returncode == 0, retried.stderr
+    retry_id = retried.stdout.splitlines()[0]
+    status = json.loads(cli(served, "status", batch_id, "--json").stdout)
+    assert status["retries"] == [retry_id]
     assert time.monotonic() - started < 300

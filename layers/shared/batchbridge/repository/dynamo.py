@@ -29,6 +29,7 @@ BY_REFERENCE = "ByReference"
 BY_CLIENT_REF = "ByClientRef"
 BATCH_KIND = "batch"
 _ROW_BATCH = 25  # BatchWriteItem's limit
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SERIALIZE = TypeSerializer().serialize
 
 
@@ -111,10 +112,11 @@ class Expressions:
 
 
 class DynamoRepository(Repository):
-    def __init__(self, table_name: str, *, table: Any = None, client: Any = None) -> None:
+    def __init__(self, table_name: str, *, table: Any = None, client: Any = None, bulk: Any = None) -> None:
         self.table_name = table_name
         self._table = table
         self._client = client
+        self._bulk = bulk
 
     @property
     def table(self) -> Any:
@@ -253,50 +255,60 @@ class DynamoRepository(Repository):
 
     # --- outcome rows ---------------------------------------------------------------------------------
     def _write_rows(self, batch_id: str, rows: Sequence[OutcomeRow], expires_at: int) -> None:
+        """Outcome rows, 25 to a BatchWriteItem, each request's JSON written here directly from the rows
+        (DynamoDB's attribute-value form, every string escaped once)."""
         from batchbridge.repository import outcome_sk
 
-        partition = pk(batch_id)
-        ttl = str(expires_at)
-        requests = []
+        head = f'{{"pk":{{"S":{_json(pk(batch_id))}}},"ttl":{{"N":"{expires_at}"}},'
+        ref_prefix = batch_id + "#"
+        items: list[str] = []
         units = 0.0
         for row in rows:
-            item: dict[str, Any] = {
-                "pk": {"S": partition},
-                "sk": {"S": outcome_sk(row.outcome, row.index)},
-                "index": {"N": str(row.index)},
-                "outcome": {"S": row.outcome},
-                "ttl": {"N": ttl},
-            }
+            parts = [
+                head,
+                f'"sk":{{"S":"{outcome_sk(row.outcome, row.index)}"}},"index":{{"N":"{row.index}"}},',
+                f'"outcome":{{"S":"{row.outcome}"}}',
+            ]
             if row.client_ref is not None:
-                item["clientRef"] = {"S": row.client_ref}
-                item["refKey"] = {"S": f"{batch_id}#{row.client_ref}"}
+                ref = _json(row.client_ref)
+                parts.append(
+                    f',"clientRef":{{"S":{ref}}},"refKey":{{"S":{_json(ref_prefix + row.client_ref)}}}'
+                )
             if row.provider_ref is not None:
-                item["providerRef"] = {"S": row.provider_ref}
+                parts.append(f',"providerRef":{{"S":{_json(row.provider_ref)}}}')
             if row.error is not None:
-                item["error"] = {"M": {"code": {"S": row.error.code}, "message": {"S": row.error.message}}}
+                code, message = _json(row.error.code), _json(row.error.message)
+                parts.append(f',"error":{{"M":{{"code":{{"S":{code}}},"message":{{"S":{message}}}}}}}')
             if row.response is not None:
-                item["response"] = {"S": row.response}
+                parts.append(f',"response":{{"S":{_json(row.response)}}}')
             if row.response_truncated:
-                item["responseTruncated"] = {"BOOL": True}
+                parts.append(',"responseTruncated":{"BOOL":true}')
             if row.detail is not None:
-                item["detail"] = {"S": row.detail}
-            requests.append({"PutRequest": {"Item": item}})
+                parts.append(f',"detail":{{"S":{_json(row.detail)}}}')
+            parts.append("}")
+            items.append("".join(parts))
             units += _row_units(row)
         cost.dynamodb(writes=units, operation="BatchWriteItem")
-        for start in range(0, len(requests), _ROW_BATCH):
-            self._batch_write_all(requests[start : start + _ROW_BATCH])
+        table = _json(self.table_name)
+        for start in range(0, len(items), _ROW_BATCH):
+            requests = ",".join(
+                '{"PutRequest":{"Item":' + item + "}}" for item in items[start : start + _ROW_BATCH]
+            )
+            body = f'{{"RequestItems":{{{table}:[{requests}]}}}}'.encode()
+            self._batch_write_all(body)
 
-    def _batch_write_all(self, requests: list[dict[str, Any]]) -> None:
+    def _batch_write_all(self, body: bytes) -> None:
         """One BatchWriteItem, repeating what DynamoDB left unprocessed (throttling) with a short backoff;
         the SDK's own retries cover whole-call errors."""
-        pending = {self.table_name: requests}
+        client = self._bulk if self._bulk is not None else aws.bulk_client("dynamodb")
         for attempt in range(8):
-            answer = self.client.batch_write_item(RequestItems=pending)
+            answer = aws.send_prepared(client, "batch_write_item", body, RequestItems={})
             pending = answer.get("UnprocessedItems") or {}
             if not pending:
                 return
+            body = json.dumps({"RequestItems": pending}, separators=(",", ":")).encode()
             time.sleep(min(1.0, 0.05 * 2**attempt))
-        raise RuntimeError(f"DynamoDB left {len(pending[self.table_name])} outcome rows unwritten")
+        raise RuntimeError(f"DynamoDB left outcome rows unwritten: {len(pending.get(self.table_name, []))}")
 
     def _rows(
         self, partition: str, prefix: str, *, limit: int, after: str | None
