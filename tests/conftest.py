@@ -143,7 +143,11 @@ def os1_connection(stack: Any, os1_sim: Any) -> str:
         "os1-test",
         "os1",
         os1_sim.base_url,
-        {"clientId": os1_sim.client_id, "clientSecret": os1_sim.client_secret},
+        {
+            "clientId": os1_sim.client_id,
+            "clientSecret": os1_sim.client_secret,
+            "originToken": os1_sim.origin_token,
+        },
         {"tenantId": os1_sim.tenant_id},
     )
     return "os1-test"
