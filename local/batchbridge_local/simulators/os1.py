@@ -38,9 +38,9 @@ Knobs (attributes; change them between requests): ``batch_seconds``, ``queued_sh
 the first share of its records), ``unauthorized_next`` (401 to the next N authenticated calls whatever
 the token), ``max_items``, ``participant_types`` (None: any type exists), ``update_method``,
 ``origin_token``, ``audience``, ``status_overrides`` via :meth:`force_status`. Test helpers:
-:meth:`truth`, :attr:`submissions`, :attr:`tokens_issued`, :meth:`secret_values`, :attr:`denied`, :attr:`callbacks`,
-:meth:`wait_for_callbacks`, :meth:`expire_tokens`, :meth:`reset`; the base class logs every request
-with its headers (:attr:`requests`).
+:meth:`truth`, :attr:`submissions`, :attr:`tokens_issued`, :meth:`secret_values`,
+:attr:`denied`, :attr:`callbacks`, :meth:`wait_for_callbacks`, :meth:`expire_tokens`, :meth:`reset`; the
+base class logs every request with its headers (:attr:`requests`).
 """
 
 from __future__ import annotations

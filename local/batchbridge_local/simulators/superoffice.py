@@ -239,7 +239,7 @@ class SuperOfficeSimulator(Simulator):
 
     @property
     def private_key_pem(self) -> str:
-        """The partner application's private key, PEM: what a system-user connection's ``privateKey`` holds."""
+        """The partner application's private key (PEM): a system-user connection's ``privateKey``."""
         from cryptography.hazmat.primitives import serialization
 
         return (

@@ -308,7 +308,10 @@ class Provider(ABC):
         started = time.monotonic()
         response = self.request("POST", url, content=content, headers=headers)
         self.check_answer(response, Phase.AUTH, step="token request")
-        value, expires_in = read(self.read_json(response, auth=True))
+        try:
+            value, expires_in = read(self.read_json(response, auth=True))
+        except ProviderResponseError as exc:
+            raise ProviderResponseError(f"token answer: {exc.message}") from None
         return Token(value, started + keep_seconds(expires_in, self.token_margin_seconds))
 
     # -- calls ---------------------------------------------------------------------------------------
@@ -419,6 +422,12 @@ class Provider(ABC):
             )
             unconfirmed.__cause__ = exc
             exc = unconfirmed
+        elif operation.phase is Phase.SUBMIT and isinstance(exc, ProviderResponseError):
+            # A garbled answer before the submit request went out (a token, a tenant lookup): nothing
+            # was sent, so it is safe to send -- and must not read as an ambiguous submit.
+            unavailable = ProviderUnavailableError(f"before the submit was sent: {exc.message}")
+            unavailable.__cause__ = exc
+            exc = unavailable
         message = (
             exc.message if exc.message.startswith(operation.label) else f"{operation.label}: {exc.message}"
         )
