@@ -62,14 +62,14 @@ class Faults:
     ``drop_after_handling`` drops the connection *after* the request was acted on (an ambiguous submit);
     ``error_after_handling_next`` answers ``error_after_handling_status`` (502 unless set) after the request
     was acted on, in the vendor's own error envelope; ``server_error_status`` is the status of
-    ``server_error_next`` (500 unless set), which answers before the request is acted on.
+    ``server_error_next`` (the vendor's usual one unless set), which answers before the request is acted on.
     """
 
     latency_seconds: float = 0.0
     throttle_next: int = 0
     retry_after_seconds: int = 1
     server_error_next: int = 0
-    server_error_status: int = 500
+    server_error_status: int | None = None  # None: the vendor's usual failure (500; OS1 documents 503)
     error_after_handling_next: int = 0
     error_after_handling_status: int = 502
     drop_next: int = 0
@@ -163,7 +163,8 @@ class Simulator:
         if self._take("throttle_next", request):
             return self.throttled_response(self.faults.retry_after_seconds)
         if self._take("server_error_next", request):
-            return self.server_error_response(self.faults.server_error_status)
+            status = self.faults.server_error_status
+            return self.server_error_response() if status is None else self.server_error_response(status)
         response = self.route(request)
         if self._take("drop_after_handling_next", request):
             raise _Dropped

@@ -288,9 +288,11 @@ class Provider(ABC):
         response = attempt(used)
         if response.status_code == 401:
             self.forget_credential(used)
+            problem = self.problem(response)
             raise ProviderAuthError(
                 f"the vendor refused a fresh credential for connection {self.connection.name!r} "
-                f"({self.problem(response).describe()})"
+                f"({problem.describe()})",
+                code=problem.code,
             )
         return response
 

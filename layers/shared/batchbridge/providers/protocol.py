@@ -140,8 +140,8 @@ class StatusRules:
 
 _TRANSIENT: dict[RuleKey, Rule] = {
     "5xx": Rule(ProviderUnavailableError, "the vendor failed to answer"),
-    401: Rule(ProviderAuthError, "the credentials were refused"),
-    403: Rule(ProviderAuthError, "forbidden: the credentials do not allow this"),
+    401: Rule(ProviderAuthError, "the credentials were refused", vendor_code=True),
+    403: Rule(ProviderAuthError, "forbidden: the credentials do not allow this", vendor_code=True),
 }
 
 DEFAULT_RULES = StatusRules(
