@@ -427,7 +427,10 @@ def test_a_request_echoed_with_two_different_answers_is_credited_to_nobody(sim, 
 
     sim.results_transform = answer
     outcomes = list(adapter(sim, http).collect(info, jobs, None))
-    assert (outcomes[0].outcome, outcomes[0].error.code) == (OutcomeKind.NOT_PROCESSED, "IVVY_AMBIGUOUS_RESULT")
+    assert (outcomes[0].outcome, outcomes[0].error.code) == (
+        OutcomeKind.NOT_PROCESSED,
+        "IVVY_AMBIGUOUS_RESULT",
+    )
     assert outcomes[1].outcome is OutcomeKind.SUCCEEDED
 
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from batchbridge.errors import ProviderResponseError
+from batchbridge.providers.auth import keep_seconds
 from batchbridge.providers.os1 import (
     OS1Job,
     OS1Options,
@@ -16,7 +17,6 @@ from batchbridge.providers.os1 import (
     parse_success,
     plan_chunk,
 )
-from batchbridge.providers.auth import keep_seconds
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 REQUEST = {
@@ -52,7 +52,9 @@ def test_the_request_echo_is_neither_required_nor_read() -> None:
     assert parse_success(lowered) == {}
 
 
-@pytest.mark.parametrize(("body", "named"), [({"request": REQUEST}, "data: missing"), ([], "expected a JSON object")])
+@pytest.mark.parametrize(
+    ("body", "named"), [({"request": REQUEST}, "data: missing"), ([], "expected a JSON object")]
+)
 def test_success_envelope_that_breaks_the_shape_names_the_problem(body: Any, named: str) -> None:
     with pytest.raises(ProviderResponseError) as caught:
         parse_success(body)

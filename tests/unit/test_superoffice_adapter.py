@@ -20,6 +20,7 @@ from batchbridge.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
     ResultsExpiredError,
+    SubmitUnconfirmedError,
     UnknownProviderStatusError,
 )
 from batchbridge.models import ChunkState, Connection, OutcomeKind
@@ -37,7 +38,7 @@ from batchbridge_local.simulators.superoffice import SuperOfficeSimulator
 
 OPTIONS = {
     "tableName": "contact",
-    "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}],
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
 }
 
 
@@ -160,12 +161,17 @@ def test_throttled_submit_is_retryable_and_not_submitted(sim, http):
     assert sim.submissions == 0
 
 
-def test_lost_answer_to_a_submit_escapes_as_a_transport_error(sim, http):
-    # Given SuperOffice creates the task but the connection drops before it answers
-    sim.faults.drop_after_handling_next = 1
+@pytest.mark.parametrize(
+    "fault",
+    [{"drop_after_handling_next": 1}, {"error_after_handling_next": 1, "error_after_handling_status": 503}],
+)
+def test_a_submit_whose_answer_is_lost_is_unconfirmed(sim, http, fault):
+    # Given SuperOffice creates the task but the connection drops, or it answers 503, afterwards
+    for knob, value in fault.items():
+        setattr(sim.faults, knob, value)
     sim.faults.only_paths = ("ExecuteByEntityIds",)
-    # Then the transport error escapes as is (the core records an ambiguous submit), never retried here
-    with pytest.raises(httpx.TransportError):
+    # Then the submit is unconfirmed (the core looks the task up, never resends), never retried here
+    with pytest.raises(SubmitUnconfirmedError):
         adapter(sim, http).submit(chunk(), entities(1))
     assert sim.submissions == 1
     assert len(sim.requests_to("ExecuteByEntityIds")) == 1
@@ -218,7 +224,7 @@ def test_progress_is_kept_within_0_and_100_and_described_in_detail(sim, http, pe
 
 
 def test_a_task_superoffice_no_longer_knows_fails_the_chunk(sim, http):
-    with pytest.raises(ProviderJobFailedError, match="no such batch task"):
+    with pytest.raises(ProviderJobFailedError, match="no longer knows"):
         adapter(sim, http).check(chunk("999999"))
 
 

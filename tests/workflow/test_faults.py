@@ -84,7 +84,10 @@ SPECS = {
     ),
     "superoffice": Spec(
         jobs=_entities,
-        options={"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]},
+        options={
+            "tableName": "contact",
+            "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+        },
         duration_knob="job_seconds",
         submit=Calls(("ExecuteByEntityIds",)),
         status=Calls(("Agents/Batch/GetBatchTaskInfo",)),

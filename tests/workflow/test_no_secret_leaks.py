@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
 
 SUPEROFFICE_OPTIONS = {
     "tableName": "contact",
-    "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}],
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
 }
 
 

@@ -13,7 +13,10 @@ from tests.conftest import add_superoffice
 from tests.workflow.helpers import by_outcome, submit, the_event
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
-OPTIONS = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]}
+OPTIONS = {
+    "tableName": "contact",
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+}
 
 
 @pytest.fixture

@@ -237,9 +237,7 @@ class OS1Settings(ProviderSettings):
         alias="tenantId", min_length=1, max_length=200, description=f"sent as {H_TENANT}"
     )
     audience: StrictStr | None = Field(default=None, min_length=1, max_length=500)
-    update_method: Literal["PUT", "POST", "PATCH"] = Field(
-        default="PUT", alias="updateMethod"
-    )
+    update_method: Literal["PUT", "POST", "PATCH"] = Field(default="PUT", alias="updateMethod")
     create_ref_field: Literal["uniqueCode", "name", "index"] = Field(
         default="uniqueCode", alias="createRefField"
     )
