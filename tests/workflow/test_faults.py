@@ -195,7 +195,9 @@ def test_a_5xx_on_submit_is_never_resent(target: Target) -> None:
     [("ivvy", 502), ("willsuite", 502), ("superoffice", 503), ("os1", 503), ("ivvy", 460)],
     indirect=["target"],
 )
-def test_a_submit_accepted_and_then_answered_with_an_error_is_never_sent_twice(target: Target, status: int) -> None:
+def test_a_submit_accepted_and_then_answered_with_an_error_is_never_sent_twice(
+    target: Target, status: int
+) -> None:
     # Given the provider takes the chunk and then answers 5xx (or iVvy's own 460 "unknown")
     target.aim(target.spec.submit, error_after_handling_next=1, error_after_handling_status=status)
     batch_id, jobs = target.run()
