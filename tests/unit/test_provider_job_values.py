@@ -97,9 +97,7 @@ def test_superoffice_field_values_that_cannot_be_stored_or_sent_are_a_422(values
 def test_ordinary_values_pass():
     validate_for_provider(parse(body("superoffice", [{"id": 1}], SO_OPTIONS)))
     validate_for_provider(
-        parse(
-            body("ivvy", [{"namespace": "venue", "action": "x", "params": {"n": 2**53 - 1, "f": 0.5}}])
-        )
+        parse(body("ivvy", [{"namespace": "venue", "action": "x", "params": {"n": 2**53 - 1, "f": 0.5}}]))
     )
 
 

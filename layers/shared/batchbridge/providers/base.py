@@ -65,6 +65,7 @@ from batchbridge.providers.protocol import (
     enter,
     leave,
 )
+from batchbridge.providers.settings import ProviderSettings
 from batchbridge.redact import REDACTED, scrub
 
 
@@ -122,13 +123,6 @@ class StatusReport(BaseModel):
     retry_after: float | None = None
     wait_hint_seconds: float | None = None  # e.g. a tenant in maintenance: ask again after this
     detail: dict[str, Any] = Field(default_factory=dict)  # small provider facts collect() may need
-
-
-class ProviderSettings(BaseModel):
-    """Base of each provider's connection settings model. Unknown settings are refused (a misspelt one
-    would otherwise be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 S = TypeVar("S", bound=ProviderSettings)
@@ -510,6 +504,21 @@ class Provider(ABC):
         return self.check(chunk).state is not ChunkState.RUNNING
 
 
+@contextlib.contextmanager
+def _running(provider: Provider, operation: Operation) -> Iterator[None]:
+    """Run a step of an operation: in its context, its errors finished on the way out."""
+    token = enter(operation)
+    try:
+        yield
+    except BatchBridgeError as exc:
+        final = provider.finish_error(operation, exc)
+        if final is exc:
+            raise
+        raise final from exc
+    finally:
+        leave(token)
+
+
 def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap an entry point so it runs as an operation (see the module doc)."""
     if inspect.isgeneratorfunction(method):
@@ -520,18 +529,11 @@ def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any
             inner = method(self, chunk, *args, **kwargs)
             secrets: list[str] | None = None
             while True:
-                token = enter(operation)
-                try:
-                    item = next(inner)
-                except StopIteration:
-                    return
-                except BatchBridgeError as exc:
-                    final = self.finish_error(operation, exc)
-                    if final is exc:
-                        raise
-                    raise final from exc
-                finally:
-                    leave(token)
+                with _running(self, operation):
+                    try:
+                        item = next(inner)
+                    except StopIteration:
+                        return
                 if isinstance(item, Outcome):
                     if secrets is None:
                         secrets = self.secret_values()
@@ -543,17 +545,8 @@ def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any
 
     @functools.wraps(method)
     def call(self: Provider, chunk: ChunkInfo, *args: Any, **kwargs: Any) -> Any:
-        operation = Operation(self.describe(phase, chunk), phase)
-        token = enter(operation)
-        try:
+        with _running(self, Operation(self.describe(phase, chunk), phase)):
             return method(self, chunk, *args, **kwargs)
-        except BatchBridgeError as exc:
-            final = self.finish_error(operation, exc)
-            if final is exc:
-                raise
-            raise final from exc
-        finally:
-            leave(token)
 
     call._operation = True  # type: ignore[attr-defined]
     return call

@@ -77,17 +77,10 @@ from batchbridge.errors import (
 from batchbridge.models import ChunkState, ErrorInfo, Outcome, OutcomeKind
 from batchbridge.observability import logger
 from batchbridge.providers.auth import Token, keep_seconds
-from batchbridge.providers.base import (
-    Capabilities,
-    ChunkInfo,
-    Job,
-    Provider,
-    ProviderSettings,
-    StatusReport,
-    register,
-)
+from batchbridge.providers.base import Capabilities, ChunkInfo, Job, Provider, StatusReport, register
 from batchbridge.providers.http import expect_dict
 from batchbridge.providers.protocol import Phase, Problem, clip
+from batchbridge.providers.settings import ProviderSettings
 from batchbridge.providers.values import json_size
 
 STATE_PATH = "/api/state/{context}"

@@ -45,17 +45,10 @@ from batchbridge.errors import (
 from batchbridge.models import ChunkState, ErrorInfo, Outcome, OutcomeKind
 from batchbridge.observability import logger
 from batchbridge.providers.auth import Token, clear_token_cache
-from batchbridge.providers.base import (
-    Capabilities,
-    ChunkInfo,
-    Job,
-    Provider,
-    ProviderSettings,
-    StatusReport,
-    register,
-)
+from batchbridge.providers.base import Capabilities, ChunkInfo, Job, Provider, StatusReport, register
 from batchbridge.providers.http import expect_dict
 from batchbridge.providers.protocol import Phase, Problem, Rule, clip
+from batchbridge.providers.settings import ProviderSettings
 from batchbridge.providers.values import portable_problem
 
 __all__ = ["WillSuiteProvider", "clear_token_cache", "parse_message"]
