@@ -324,7 +324,8 @@ class Provider(ABC):
 
     def read_json(self, response: httpx.Response, *, auth: bool = False) -> Any:
         """The answer's JSON; ``auth=True`` for credential endpoints, whose bodies are never quoted."""
-        return decode_json(response, quote=not auth)
+        parsed = _parsed(response)
+        return decode_json(response, quote=not auth) if parsed is _NOT_JSON else parsed
 
     def vendor_problem(self, body: Any, status: int) -> Problem | None:
         """How the vendor's error body reads; None when ``body`` is not one. The default takes a
@@ -342,11 +343,8 @@ class Provider(ABC):
 
     def problem(self, response: httpx.Response) -> Problem:
         """What an answer says went wrong, as far as its body tells."""
-        try:
-            body = json.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        found = self.vendor_problem(body, response.status_code) if body is not None else None
+        body = _parsed(response)
+        found = self.vendor_problem(body, response.status_code) if body not in (None, _NOT_JSON) else None
         return found or Problem(response.status_code, self.http_code(response.status_code), "")
 
     def answer_problem(
@@ -360,10 +358,8 @@ class Provider(ABC):
             return self.problem(response)
         if phase is Phase.AUTH:
             return None
-        try:
-            return self.error_in_success(json.loads(response.content), status)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
+        body = _parsed(response)
+        return None if body is _NOT_JSON else self.error_in_success(body, status)
 
     def decide(self, problem: Problem, phase: Phase) -> Rule:
         """The rule for a vendor's problem in ``phase``; adapters override it for their exceptions."""
@@ -502,6 +498,26 @@ class Provider(ABC):
     def confirm_callback(self, chunk: ChunkInfo, body: Any) -> bool:
         """Given a callback body, say whether the chunk really finished (never trust the body alone)."""
         return self.check(chunk).state is not ChunkState.RUNNING
+
+
+_NOT_JSON = object()
+
+
+def _parsed(response: httpx.Response) -> Any:
+    """The answer's JSON, parsed once however many times it is read (``_NOT_JSON`` when it is not)."""
+    cached = getattr(response, "_batchbridge_json", None)
+    if cached is None:
+        try:
+            cached = json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            cached = _NOT_JSON
+        if cached is None:
+            cached = _NULL
+        response._batchbridge_json = cached  # type: ignore[attr-defined]
+    return None if cached is _NULL else cached
+
+
+_NULL = object()
 
 
 @contextlib.contextmanager
