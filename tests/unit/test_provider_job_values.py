@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from batchbridge.api import RequestError, parse_create, validate_for_provider
+from batchbridge.api import RequestError, inline_jobs, parse_create, validate_for_provider
 from batchbridge.providers.base import provider_class
 
 SO_OPTIONS = {
@@ -36,8 +36,15 @@ def _settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def post(body: str) -> RequestError:
     """What POST /batches answers for this raw body (the checks before anything is stored)."""
     with pytest.raises(RequestError) as caught:
-        validate_for_provider(parse_create(body, max_bytes=5 * 1024 * 1024))
+        accept(body)
     return caught.value
+
+
+def accept(raw: str) -> None:
+    """Every check POST /batches makes of a body before anything is stored."""
+    request = parse(raw)
+    cls, options, _ = validate_for_provider(request, len(request.jobs or []))
+    inline_jobs(cls, options, request.jobs or [])
 
 
 def parse(raw: str) -> Any:
@@ -95,10 +102,8 @@ def test_superoffice_field_values_that_cannot_be_stored_or_sent_are_a_422(values
 
 
 def test_ordinary_values_pass():
-    validate_for_provider(parse(body("superoffice", [{"id": 1}], SO_OPTIONS)))
-    validate_for_provider(
-        parse(body("ivvy", [{"namespace": "venue", "action": "x", "params": {"n": 2**53 - 1, "f": 0.5}}]))
-    )
+    accept(body("superoffice", [{"id": 1}], SO_OPTIONS))
+    accept(body("ivvy", [{"namespace": "venue", "action": "x", "params": {"n": 2**53 - 1, "f": 0.5}}]))
 
 
 @pytest.mark.parametrize("name", ["ivvy", "willsuite", "superoffice", "os1"])

@@ -314,8 +314,10 @@ class Provider(ABC):
     def request(self, method: str, url: str, *, commit: bool = False, **kwargs: Any) -> httpx.Response:
         """One HTTP request. ``commit=True`` marks the request that may take effect (the submit): from
         its answer on, the operation is in doubt unless the status proves the vendor did not act."""
-        response = send(lambda: self.client.request(method, url, **kwargs), commit=commit)
         operation = current_operation()
+        if operation is not None and commit:
+            operation.committed = True
+        response = send(lambda: self.client.request(method, url, **kwargs), commit=commit)
         if operation is not None:
             operation.sent += 1
             if commit:
@@ -414,8 +416,13 @@ class Provider(ABC):
             )
             unconfirmed.__cause__ = exc
             exc = unconfirmed
-        elif operation.phase is Phase.SUBMIT and isinstance(exc, ProviderResponseError):
-            # A garbled answer before the submit request went out (a token, a tenant lookup): nothing
+        elif (
+            operation.phase is Phase.SUBMIT
+            and isinstance(exc, ProviderResponseError)
+            and operation.sent > 0
+            and not operation.committed
+        ):
+            # A garbled answer to a request before the submit went out (a token, a tenant lookup): nothing
             # was sent, so it is safe to send -- and must not read as an ambiguous submit.
             unavailable = ProviderUnavailableError(f"before the submit was sent: {exc.message}")
             unavailable.__cause__ = exc

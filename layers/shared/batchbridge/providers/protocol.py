@@ -51,7 +51,8 @@ class Operation:
     label: str
     phase: Phase
     in_doubt: bool = False
-    sent: int = 0  # requests sent during the operation
+    sent: int = 0  # requests answered during the operation
+    committed: bool = False  # the request that may take effect was attempted
 
 
 _current: ContextVar[Operation | None] = ContextVar("batchbridge_provider_operation", default=None)
