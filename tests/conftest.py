@@ -64,7 +64,8 @@ class Snapshot:
         # Batches an earlier test left running would keep writing: wait for them to end first.
         sfn = boto3.client("stepfunctions")
         deadline = time.monotonic() + 120
-        while sfn.list_executions(stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING")["executions"]:
+        running = {"stateMachineArn": stack.state_machine_arn, "statusFilter": "RUNNING"}
+        while sfn.list_executions(**running)["executions"]:
             if time.monotonic() > deadline:
                 raise TimeoutError("executions left running by earlier tests did not end")
             time.sleep(0.2)
@@ -151,7 +152,11 @@ def os1_connection(stack: Any, os1_sim: Any) -> str:
         "os1-test",
         "os1",
         os1_sim.base_url,
-        {"clientId": os1_sim.client_id, "clientSecret": os1_sim.client_secret},
+        {
+            "clientId": os1_sim.client_id,
+            "clientSecret": os1_sim.client_secret,
+            "originToken": os1_sim.origin_token,
+        },
         {"tenantId": os1_sim.tenant_id},
     )
     return "os1-test"

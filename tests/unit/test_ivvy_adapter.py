@@ -19,6 +19,7 @@ from batchbridge.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
     ResultsExpiredError,
+    SubmitUnconfirmedError,
 )
 from batchbridge.models import ChunkState, Connection, OutcomeKind
 from batchbridge.providers.base import ChunkInfo, provider_class
@@ -180,32 +181,65 @@ def test_a_429_with_retry_after_is_throttling(sim, http):
     assert sim.submissions == 0
 
 
-def test_a_server_error_is_unavailability(sim, http):
+def test_a_server_error_on_a_read_is_unavailability_and_on_a_submit_is_unconfirmed(sim, http):
+    info = submitted(sim, http, booking_session_jobs(1))
     sim.faults.server_error_next = 1
     with pytest.raises(ProviderUnavailableError):
+        adapter(sim, http).check(info)
+    sim.faults.server_error_next = 1
+    with pytest.raises(SubmitUnconfirmedError, match="HTTP 500"):
         adapter(sim, http).submit(chunk(), booking_session_jobs(1))
 
 
-def test_a_submit_whose_answer_is_lost_lets_the_transport_error_escape(sim, http):
+@pytest.mark.parametrize("status", [460, 461])
+def test_ivvys_unknown_and_failed_request_codes_are_failures_on_its_side(sim, http, status):
+    # Given iVvy answers its own 460 (unknown) or 461 (failed request), which say nothing of the request
+    info = submitted(sim, http, booking_session_jobs(1))
+    sim.faults.server_error_next, sim.faults.server_error_status = 1, status
+    # Then a read is asked again later, and a submit is not taken as refused
+    with pytest.raises(ProviderUnavailableError, match=f"HTTP {status}"):
+        adapter(sim, http).check(info)
+    sim.faults.error_after_handling_next, sim.faults.error_after_handling_status = 1, status
+    with pytest.raises(SubmitUnconfirmedError, match=f"HTTP {status}"):
+        adapter(sim, http).submit(chunk(), booking_session_jobs(1))
+    assert sim.submissions == 2
+
+
+def test_an_error_body_in_a_200_is_an_error(sim, http):
+    # Given iVvy answers its error bodies with HTTP 200
+    sim.errors_with_status = 200
+    sim.max_jobs = 1
+    # When a run is refused (24448), Then it is a rejection with iVvy's code, not an accepted run
+    with pytest.raises(BatchRejectedError) as caught:
+        adapter(sim, http).submit(chunk(), booking_session_jobs(2))
+    assert caught.value.code == "IVVY_24448"
+    # And results not ready yet (24114) are still recognised as such
+    sim.never_finish = True
+    info = submitted(sim, http, booking_session_jobs(1))
+    with pytest.raises(ProviderUnavailableError, match="24114"):
+        list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
+
+
+def test_a_submit_whose_answer_is_lost_is_unconfirmed(sim, http):
     # Given iVvy accepts the run and then the connection drops before the answer
     sim.faults.drop_after_handling_next = 1
-    # When we submit, Then the raw httpx error escapes (the core records an ambiguous submit)
-    with pytest.raises(httpx.TransportError):
+    # When we submit, Then it is unconfirmed: the core must not send it again
+    with pytest.raises(SubmitUnconfirmedError, match="may have acted on it"):
         adapter(sim, http).submit(chunk(), booking_session_jobs(2))
     # And iVvy did accept it: this is exactly why it must not be retried blindly
     assert sim.submissions == 1
 
 
 @pytest.mark.parametrize("answer", [{"asyncId": "12345"}, {"asyncId": "z" * 32}, {"asyncId": 7}, {}])
-def test_an_async_id_that_is_not_32_hex_is_a_bad_response(sim, http, answer):
+def test_an_async_id_that_is_not_32_hex_leaves_the_submit_unconfirmed(sim, http, answer):
     sim.run_answer = answer
-    with pytest.raises(ProviderResponseError, match="32 hex"):
+    with pytest.raises(SubmitUnconfirmedError, match="32 hex"):
         adapter(sim, http).submit(chunk(), booking_session_jobs(1))
 
 
-def test_a_truncated_run_answer_is_a_bad_response(sim, http):
+def test_a_truncated_run_answer_leaves_the_submit_unconfirmed(sim, http):
     sim.faults.truncated_next = 1
-    with pytest.raises(ProviderResponseError, match="not JSON"):
+    with pytest.raises(SubmitUnconfirmedError, match="not JSON"):
         adapter(sim, http).submit(chunk(), booking_session_jobs(1))
 
 
@@ -341,28 +375,74 @@ def test_jobs_without_a_result_are_not_processed(sim, http):
     outcomes = list(adapter(sim, http).collect(info, jobs, None))
     assert [o.outcome for o in outcomes] == [OutcomeKind.SUCCEEDED] * 3 + [OutcomeKind.NOT_PROCESSED] * 2
     assert outcomes[4].error.code == "IVVY_NO_RESULT"
-    assert "3 results for 5 jobs" in outcomes[4].error.message
 
 
-def test_extra_results_that_echo_the_jobs_in_order_are_ignored(sim, http):
+def test_a_result_missing_in_the_middle_credits_nobody_else(sim, http):
+    # Given five jobs, the middle one refused by iVvy, and its result left out of the answer
+    jobs = booking_session_jobs(5)
+    jobs[2]["params"]["bookingId"] = 40404  # unknown booking: 24360
+    info = finished(sim, http, jobs)
+    truth = sim.truth(info.provider_ref)
+    sim.results_transform = lambda results: [r for i, r in enumerate(results) if i != 2]
+    # When collected
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    # Then the job without a result is not processed, and every other job has its own result
+    assert outcomes[2].outcome is OutcomeKind.NOT_PROCESSED
+    assert outcomes[2].error.code == "IVVY_NO_RESULT"
+    others = [o for i, o in enumerate(outcomes) if i != 2]
+    assert [o.provider_ref for o in others] == [str(truth.ids[i]) for i in (0, 1, 3, 4)]
+
+
+def test_a_repeated_result_of_the_same_length_does_not_credit_the_refused_job(sim, http):
+    # Given three jobs, the second refused, and iVvy's answer repeating the first in the second's place
+    jobs = booking_session_jobs(3)
+    jobs[1]["params"]["bookingId"] = 40404
+    info = finished(sim, http, jobs)
+    sim.results_transform = lambda results: [results[0], results[0], results[2]]
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    # Then the refused job is not reported succeeded with another job's id
+    assert outcomes[1].outcome is OutcomeKind.NOT_PROCESSED
+    assert outcomes[1].error.code == "IVVY_NO_RESULT"
+    assert outcomes[1].provider_ref is None
+    # and the repeated job keeps its one result (the repeat says the same)
+    assert outcomes[0].outcome is OutcomeKind.SUCCEEDED
+
+
+def test_reordered_results_are_matched_by_the_request_they_echo(sim, http):
+    jobs = booking_session_jobs(4, invalid_every=2)
+    info = finished(sim, http, jobs)
+    truth = sim.truth(info.provider_ref)
+    sim.results_transform = lambda results: list(reversed(results))
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    assert [None if o.outcome is OutcomeKind.SUCCEEDED else o.error.code for o in outcomes] == truth.codes
+
+
+def test_a_request_echoed_with_two_different_answers_is_credited_to_nobody(sim, http):
     jobs = booking_session_jobs(2)
-    sim.results_transform = lambda results: [*results, results[0]]
+    info = finished(sim, http, jobs)
+
+    def answer(results):
+        twin = {**results[0], "response": {"errorCode": 400, "specificCode": 24337, "message": "invalid"}}
+        return [results[0], twin, results[1]]
+
+    sim.results_transform = answer
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    assert (outcomes[0].outcome, outcomes[0].error.code) == (
+        OutcomeKind.NOT_PROCESSED,
+        "IVVY_AMBIGUOUS_RESULT",
+    )
+    assert outcomes[1].outcome is OutcomeKind.SUCCEEDED
+
+
+def test_jobs_that_sent_the_same_request_share_its_results_in_order(sim, http):
+    jobs = booking_session_jobs(1) * 2
     info = finished(sim, http, jobs)
     outcomes = list(adapter(sim, http).collect(info, jobs, None))
     assert [o.outcome for o in outcomes] == [OutcomeKind.SUCCEEDED] * 2
+    assert outcomes[0].provider_ref != outcomes[1].provider_ref
 
 
-def test_results_that_cannot_be_matched_to_the_jobs_are_refused(sim, http):
-    # Given extra results whose requests do not follow the jobs' order
-    jobs = booking_session_jobs(2)
-    sim.results_transform = lambda results: [results[1], results[0], results[0]]
-    info = finished(sim, http, jobs)
-    # When collected, Then nothing is misattributed
-    with pytest.raises(ProviderResponseError, match="cannot be matched"):
-        list(adapter(sim, http).collect(info, jobs, None))
-
-
-def test_a_result_for_another_action_is_refused(sim, http):
+def test_a_result_for_another_action_credits_nobody(sim, http):
     jobs = booking_session_jobs(2)
 
     def answer(results):
@@ -371,8 +451,9 @@ def test_a_result_for_another_action_is_refused(sim, http):
 
     sim.results_transform = answer
     info = finished(sim, http, jobs)
-    with pytest.raises(ProviderResponseError, match="addOrUpdateContact"):
-        list(adapter(sim, http).collect(info, jobs, None))
+    outcomes = list(adapter(sim, http).collect(info, jobs, None))
+    assert outcomes[0].outcome is OutcomeKind.SUCCEEDED
+    assert (outcomes[1].outcome, outcomes[1].error.code) == (OutcomeKind.NOT_PROCESSED, "IVVY_NO_RESULT")
 
 
 def test_results_before_completion_are_retried_later(sim, http):

@@ -18,6 +18,7 @@ from batchbridge.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
     ResultsExpiredError,
+    SubmitUnconfirmedError,
     UnknownProviderStatusError,
 )
 from batchbridge.models import ChunkState, Connection, Outcome, OutcomeKind
@@ -79,6 +80,7 @@ def adapter(
         credentials={
             "clientId": sim.client_id,
             "clientSecret": secret or sim.client_secret,
+            "originToken": sim.origin_token,
             **(credentials or {}),
         },
         settings={"tenantId": sim.tenant_id, **settings},
@@ -166,6 +168,7 @@ def test_origin_token_may_sit_in_settings_and_no_callback_means_no_callback_fiel
     sim: OS1Simulator, http: httpx.Client
 ) -> None:
     provider = adapter(sim, http, originToken="origin-2", callbackSecret="cb-2")
+    provider.connection.credentials.pop("originToken")
     sim.origin_token = "origin-2"
     provider.submit(chunk(), creates(1))
     (write,) = sim.requests_to("/batch")
@@ -394,10 +397,10 @@ def test_a_record_in_both_lists_is_not_claimed_as_succeeded(
 
     monkeypatch.setattr(sim, "route", contradicting)
     outcomes = list(provider.collect(info, jobs, None))
-    assert outcomes[0].outcome is OutcomeKind.FAILED
+    assert outcomes[0].outcome is OutcomeKind.NOT_PROCESSED
     assert outcomes[0].error is not None
     assert outcomes[0].error.code == CONFLICTING_RESULT
-    assert outcomes[0].provider_ref is not None
+    assert outcomes[0].provider_ref is None
     assert outcomes[1].outcome is OutcomeKind.SUCCEEDED
 
 
@@ -492,10 +495,18 @@ def test_an_unknown_participant_type_rejects_the_chunk(sim: OS1Simulator, http: 
     assert caught.value.code == f"OS1_{simmod.E_NO_TYPE}"
 
 
-def test_a_missing_origin_token_is_an_auth_error(sim: OS1Simulator, http: httpx.Client) -> None:
-    sim.origin_token = "required"
+def test_a_connection_without_an_origin_token_cannot_submit(sim: OS1Simulator, http: httpx.Client) -> None:
+    # OS1 marks X-COREOS-ORIGIN-TOKEN required on batch writes: without one nothing is sent at all
+    provider = adapter(sim, http)
+    provider.connection.credentials.pop("originToken")
+    with pytest.raises(ConfigurationError, match="originToken"):
+        provider.submit(chunk(), creates(1))
+    assert sim.requests_to("/participants/") == []
+
+
+def test_a_refused_origin_token_is_an_auth_error(sim: OS1Simulator, http: httpx.Client) -> None:
     with pytest.raises(ProviderAuthError) as caught:
-        adapter(sim, http).submit(chunk(), creates(1))
+        adapter(sim, http, credentials={"originToken": "not-the-one"}).submit(chunk(), creates(1))
     assert caught.value.code == f"OS1_{simmod.E_ORIGIN_REFUSED}"
 
 
@@ -531,8 +542,8 @@ def test_a_submit_whose_answer_is_lost_is_not_made_retryable(sim: OS1Simulator, 
     provider = adapter(sim, http)
     sim.faults.drop_after_handling_next = 1
     sim.faults.only_paths = ("/participants/",)
-    # Then the transport error escapes as-is (the core turns it into an ambiguous submit)
-    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+    # Then the submit is unconfirmed: the core never sends it again
+    with pytest.raises(SubmitUnconfirmedError):
         provider.submit(chunk(), creates(1))
     assert sim.submissions == 1
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from batchbridge.errors import ProviderResponseError
+from batchbridge.providers.auth import keep_seconds
 from batchbridge.providers.os1 import (
     OS1Job,
     OS1Options,
@@ -15,7 +16,6 @@ from batchbridge.providers.os1 import (
     parse_status,
     parse_success,
     plan_chunk,
-    token_keep_seconds,
 )
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -42,30 +42,29 @@ def test_success_envelope_of_the_seed_gives_its_data() -> None:
     # Given the seed's 200 shape {"data": {}, "request": {uri, method, queryString, body}}
     body = {"data": {}, "request": {"uri": "", "method": "", "queryString": "", "body": {}}}
     # Then its data is returned
-    assert parse_success(body, what="t") == {}
+    assert parse_success(body) == {}
+
+
+def test_the_request_echo_is_neither_required_nor_read() -> None:
+    # The seed's own body spells the echo's fields in lower case; other answers may leave it out
+    assert parse_success({"data": {"id": "x"}}) == {"id": "x"}
+    lowered = {"data": {}, "request": {"uri": "", "method": "", "querystring": "", "body": {}}}
+    assert parse_success(lowered) == {}
 
 
 @pytest.mark.parametrize(
-    ("body", "named"),
-    [
-        ({"request": REQUEST}, "data: missing"),
-        ({"data": {}}, "request: missing"),
-        ({"data": {}, "request": {"method": "GET", "queryString": "", "body": {}}}, "request.uri: missing"),
-        ({"data": {}, "request": {**REQUEST, "method": 7}}, "request.method"),
-        ({"data": {}, "request": "GET /"}, "request"),
-        ([], "expected a JSON object"),
-    ],
+    ("body", "named"), [({"request": REQUEST}, "data: missing"), ([], "expected a JSON object")]
 )
 def test_success_envelope_that_breaks_the_shape_names_the_problem(body: Any, named: str) -> None:
     with pytest.raises(ProviderResponseError) as caught:
-        parse_success(body, what="OS1 test")
+        parse_success(body)
     assert named in caught.value.message
 
 
 def test_an_error_envelope_under_a_success_status_is_not_taken_for_data() -> None:
     body = {"error": {"code": "400000000001", "description": "x", "additionalInfo": {}}, "request": REQUEST}
     with pytest.raises(ProviderResponseError, match="error envelope"):
-        parse_success(body, what="t")
+        parse_success(body)
 
 
 # --- error envelope ----------------------------------------------------------------------------------
@@ -80,7 +79,7 @@ def test_error_envelope_gives_code_description_and_additional_info() -> None:
         "request": REQUEST,
     }
     # When it is parsed
-    error = parse_error(body, what="t")
+    error = parse_error(body)
     # Then every field is kept
     assert (error.code, error.description, error.additional_info) == (
         "400123456789",
@@ -90,45 +89,39 @@ def test_error_envelope_gives_code_description_and_additional_info() -> None:
     assert error.text() == "OS1 error 400123456789: payload[0].name is required"
 
 
+def test_an_error_envelope_with_the_seeds_empty_placeholders_is_still_an_error() -> None:
+    # The seed's examples show {"code": "", "description": "", "additionalinfo": {}}
+    error = parse_error({"error": {"code": "", "description": "", "additionalinfo": {}}, "request": REQUEST})
+    assert error.code == ""
+    assert error.text() == "no description"
+
+
 @pytest.mark.parametrize(
     ("error", "named"),
     [
-        ({"code": "4001", "description": "d", "additionalInfo": {}}, "error.code"),
-        ({"code": 400123456789, "description": "d", "additionalInfo": {}}, "error.code"),
-        ({"code": "40012345678a", "description": "d", "additionalInfo": {}}, "error.code"),
-        ({"code": "400123456789", "description": "x" * 257, "additionalInfo": {}}, "error.description"),
-        ({"code": "400123456789", "additionalInfo": {}}, "error.description: missing"),
-        ({"code": "400123456789", "description": "d"}, "error.additionalInfo: missing"),
-        ({"code": "400123456789", "description": "d", "additionalInfo": []}, "error.additionalInfo"),
+        ({"description": "d"}, "error.code: missing"),
+        ({"code": 400123456789, "description": "d"}, "error.code"),
+        ({"code": "400123456789", "description": {"text": "d"}}, "error.description"),
     ],
 )
 def test_error_envelope_that_breaks_the_shape_names_the_problem(error: dict[str, Any], named: str) -> None:
     with pytest.raises(ProviderResponseError) as caught:
-        parse_error({"error": error, "request": REQUEST}, what="t")
+        parse_error({"error": error, "request": REQUEST})
     assert named in caught.value.message
 
 
 # --- status data ---------------------------------------------------------------------------------------
 def test_status_body_is_read_into_meta_success_and_errors() -> None:
-    status = parse_status(status_body(), what="t")
+    status = parse_status(status_body())
     assert status.meta.status == "completed"
     assert (status.meta.success, status.meta.failed, status.meta.total) == (1, 1, 3)
     assert [(s.ref_id, s.id) for s in status.success or []] == [("c-1", f"driver:{UUID}")]
     assert [(e.ref_id, e.reason) for e in status.errors or []] == [("c-2", "name is required")]
 
 
-def test_a_running_batch_may_leave_out_the_lists_but_a_finished_one_may_not() -> None:
-    running = {
-        "data": {"meta": {"status": "queued", "success": 0, "failed": 0, "total": 2}},
-        "request": REQUEST,
-    }
-    assert parse_status(running, what="t").success is None
-    finished = {
-        "data": {"meta": {"status": "completed", "success": 0, "failed": 0, "total": 2}},
-        "request": REQUEST,
-    }
-    with pytest.raises(ProviderResponseError, match=r"without data\.success or data\.errors"):
-        parse_status(finished, what="t")
+def test_a_status_may_leave_out_the_lists() -> None:
+    running = {"data": {"meta": {"status": "queued", "success": 0, "failed": 0, "total": 2}}}
+    assert parse_status(running).success is None
 
 
 @pytest.mark.parametrize(
@@ -143,7 +136,7 @@ def test_a_running_batch_may_leave_out_the_lists_but_a_finished_one_may_not() ->
 )
 def test_status_body_that_breaks_the_shape_names_the_problem(data: dict[str, Any], named: str) -> None:
     with pytest.raises(ProviderResponseError) as caught:
-        parse_status(status_body(**data), what="t")
+        parse_status(status_body(**data))
     assert named in caught.value.message
 
 
@@ -152,7 +145,7 @@ def test_status_body_that_breaks_the_shape_names_the_problem(data: dict[str, Any
     ("expires_in", "keep"), [(3600, 3000.0), (1200, 600.0), (900, 450.0), (60, 30.0), (1, 0.5)]
 )
 def test_tokens_are_kept_for_expires_in_minus_600s_or_half_their_life(expires_in: int, keep: float) -> None:
-    assert token_keep_seconds(expires_in) == keep
+    assert keep_seconds(expires_in, 600) == keep
 
 
 # --- models ---------------------------------------------------------------------------------------------
@@ -161,8 +154,8 @@ def test_a_create_job_and_an_update_job_are_both_accepted() -> None:
         {"uniqueCode": "D-1", "name": "Ann", "owner": "u1", "properties": {"a": 1}}
     )
     update = OS1Job.model_validate({"id": f"driver:{UUID}", "properties": {"a": 2}, "clientRef": "r"})
-    assert (create.operation, create.ref_id) == ("create", "D-1")
-    assert (update.operation, update.ref_id) == ("update", f"driver:{UUID}")
+    assert (create.operation, create.ref_value("uniqueCode")) == ("create", "D-1")
+    assert (update.operation, update.ref_value("id")) == ("update", f"driver:{UUID}")
     assert create.payload() == {"uniqueCode": "D-1", "name": "Ann", "owner": "u1", "properties": {"a": 1}}
     assert update.payload() == {"id": f"driver:{UUID}", "properties": {"a": 2}}
 

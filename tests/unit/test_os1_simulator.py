@@ -35,7 +35,11 @@ def http() -> Iterator[httpx.Client]:
 
 
 def headers(sim: OS1Simulator, **overrides: str | None) -> dict[str, str]:
-    base: dict[str, str | None] = {"X-COREOS-REQUEST-ID": str(uuid.uuid4()), "X-COREOS-TID": sim.tenant_id}
+    base: dict[str, str | None] = {
+        "X-COREOS-REQUEST-ID": str(uuid.uuid4()),
+        "X-COREOS-TID": sim.tenant_id,
+        "X-COREOS-ORIGIN-TOKEN": sim.origin_token,  # documented as required on writes; ignored on reads
+    }
     base.update({k.replace("_", "-"): v for k, v in overrides.items()})
     return {k: v for k, v in base.items() if v is not None}
 
@@ -47,7 +51,7 @@ def token(sim: OS1Simulator, http: httpx.Client) -> str:
         headers=headers(sim),
     )
     assert answer.status_code == 200
-    data = parse_success(answer.json(), what="t")
+    data = parse_success(answer.json())
     assert data["tokenType"] == "Bearer"
     assert data["expiresIn"] == sim.token_ttl_seconds
     assert sim.client_secret not in answer.text  # the request echo leaves the secret out
@@ -56,7 +60,7 @@ def token(sim: OS1Simulator, http: httpx.Client) -> str:
 
 def refused(answer: httpx.Response, status: int, code: str) -> None:
     assert answer.status_code == status
-    error = parse_error(answer.json(), what="t")  # the documented error envelope, exactly
+    error = parse_error(answer.json())  # the documented error envelope, exactly
     assert error.code == code
 
 
@@ -112,7 +116,7 @@ def test_a_batch_is_accepted_and_reports_in_the_documented_envelope(
     )
     assert answer.status_code == 202
     body = answer.json()
-    batch_id = parse_success(body, what="t")["id"]
+    batch_id = parse_success(body)["id"]
     assert batch_id.startswith("batch:")
     assert uuid.UUID(batch_id.removeprefix("batch:"))
     assert body["request"]["method"] == "POST"
@@ -122,7 +126,7 @@ def test_a_batch_is_accepted_and_reports_in_the_documented_envelope(
         params={"batchId": batch_id},
         headers=headers(sim, **{"X-COREOS-ACCESS": access}),
     )
-    data = parse_status(status.json(), what="t")
+    data = parse_status(status.json())
     assert data.meta.status == "completed"
     assert data.meta.total == 1
     assert [s.ref_id for s in data.success or []] == ["A"]
@@ -134,7 +138,7 @@ def test_errors_and_faults_use_the_vendor_envelope(sim: OS1Simulator, http: http
     bad = {"payload": [{"uniqueCode": "A"}]}
     answer = http.post(sim.base_url + BATCH, json=bad, headers=headers(sim, **{"X-COREOS-ACCESS": access}))
     refused(answer, 400, simmod.E_BAD_PAYLOAD)
-    assert parse_error(answer.json(), what="t").additional_info == {"payload[0]": "name is required"}
+    assert parse_error(answer.json()).additional_info == {"payload[0]": "name is required"}
     sim.faults.server_error_next = 1
     refused(http.get(sim.base_url + "/anything", headers=headers(sim)), 503, simmod.E_UNAVAILABLE)
     refused(http.get(sim.base_url + "/anything", headers=headers(sim)), 404, simmod.E_NO_ROUTE)

@@ -14,7 +14,7 @@ from batchbridge.providers.superoffice import (
     SuperOfficeJob,
     SuperOfficeOptions,
     SuperOfficeProvider,
-    vendor_error,
+    vendor_error_text,
 )
 from batchbridge_local.simulators.superoffice import SuperOfficeSimulator
 
@@ -34,23 +34,39 @@ def test_a_job_is_one_positive_entity_id():
             SuperOfficeJob.model_validate(bad)
 
 
-def test_options_need_a_table_and_at_least_one_named_field():
-    options = SuperOfficeOptions.model_validate(
-        {"tableName": "person", "fieldValueInfos": [{"FieldName": "position_idx", "Values": ["4"]}]}
+def test_options_take_the_documented_field_value_info():
+    # Given a FieldValueInfo as SuperOffice documents it: Key, CurrentOperationType, Values
+    info = {"Key": "position_idx", "CurrentOperationType": "Set", "Values": ["4"]}
+    options = SuperOfficeOptions.model_validate({"tableName": "person", "fieldValueInfos": [info]})
+    # Then it is kept exactly, and nothing invented is added
+    assert options.field_value_infos[0].model_dump(by_alias=True, exclude_none=True) == info
+    # And the descriptive properties of SuperOffice's own listings are accepted too
+    listed = {**info, "ValueType": "listAny", "DisplayValues": ["Manager"], "IsActive": True}
+    SuperOfficeOptions.model_validate({"tableName": "person", "fieldValueInfos": [listed]})
+    # And a Toggle needs no values
+    SuperOfficeOptions.model_validate(
+        {"tableName": "person", "fieldValueInfos": [{"Key": "x", "CurrentOperationType": "Toggle"}]}
     )
-    assert options.field_value_infos[0].model_dump(by_alias=True) == {
-        "FieldName": "position_idx",
-        "Values": ["4"],
-    }
-    for bad in (
-        {"fieldValueInfos": [{"FieldName": "x"}]},
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"fieldValueInfos": [{"Key": "x", "CurrentOperationType": "Set"}]},
         {"tableName": "person", "fieldValueInfos": []},
-        {"tableName": "person", "fieldValueInfos": [{"Values": ["4"]}]},
-        {"tableName": "person; drop", "fieldValueInfos": [{"FieldName": "x"}]},
-        {"tableName": "person", "fieldValueInfos": [{"FieldName": "x"}], "extra": 1},
-    ):
-        with pytest.raises(ValidationError):
-            SuperOfficeOptions.model_validate(bad)
+        {"tableName": "person", "fieldValueInfos": [{"FieldName": "x", "Values": ["4"]}]},  # not documented
+        {"tableName": "person", "fieldValueInfos": [{"Key": "x", "Values": ["4"]}]},
+        {
+            "tableName": "person",
+            "fieldValueInfos": [{"Key": "x", "CurrentOperationType": "Set", "Values": [4]}],
+        },
+        {"tableName": "person; drop", "fieldValueInfos": [{"Key": "x", "CurrentOperationType": "Set"}]},
+        {"tableName": "person", "fieldValueInfos": [{"Key": "x", "CurrentOperationType": "Set"}], "extra": 1},
+    ],
+)
+def test_options_that_break_the_documented_shape_are_refused(bad):
+    with pytest.raises(ValidationError):
+        SuperOfficeOptions.model_validate(bad)
 
 
 def test_capabilities():
@@ -75,8 +91,10 @@ def test_vendor_error_prefers_friendly_text_and_keeps_the_technical_message():
             "Parameters": {},
         },
     )
-    assert vendor_error(response) == "HTTP 400: Unknown table (Table 'contactx' not found; ArgumentException)"
-    assert vendor_error(httpx.Response(502, content=b"<html>")) == "HTTP 502"
+    assert (
+        vendor_error_text(response.json()) == "Unknown table (Table 'contactx' not found; ArgumentException)"
+    )
+    assert vendor_error_text("<html>") == ""
 
 
 # --- simulator shapes -----------------------------------------------------------------------------
@@ -97,7 +115,7 @@ def test_simulator_state_and_batch_task_infos_have_the_documented_shape(sim):
             f"{state['Endpoint']}/api/v1/Agents/BulkUpdate/ExecuteByEntityIds",
             json={
                 "TableName": "contact",
-                "FieldValueInfos": [{"FieldName": "x"}],
+                "FieldValueInfos": [{"Key": "x", "CurrentOperationType": "Set", "Values": ["1"]}],
                 "Ids": "1,2",
                 "Context": "",
             },

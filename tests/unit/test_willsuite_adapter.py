@@ -18,12 +18,16 @@ from batchbridge.errors import (
     ProviderThrottledError,
     ProviderUnavailableError,
     ResultsExpiredError,
+    SubmitUnconfirmedError,
     UnknownProviderStatusError,
 )
 from batchbridge.models import ChunkState, Connection, OutcomeKind
 from batchbridge.providers.base import ChunkInfo
 from batchbridge.providers.http import new_client
 from batchbridge.providers.willsuite import (
+    COUNTS_INCONSISTENT,
+    NOT_COUNTED,
+    PARTLY_APPLIED,
     RECORD_FAILED,
     WillSuiteProvider,
     clear_token_cache,
@@ -109,8 +113,8 @@ def test_submit_path_and_job_id_field_come_from_the_connection(sim, http):
     # A wrong path is a clear rejection that names the setting
     with pytest.raises(BatchRejectedError, match="submitPath"):
         adapter(sim, http, submitPath="/cases/bulk-create").submit(chunk(), jobs)
-    # An id field the answer does not carry is a broken answer (the core treats it as ambiguous)
-    with pytest.raises(ProviderResponseError, match="job_id"):
+    # An id field the answer does not carry leaves the submit unconfirmed (the job may exist)
+    with pytest.raises(SubmitUnconfirmedError, match="job_id"):
         adapter(sim, http, jobIdField="job_id").submit(chunk(), jobs)
     assert sim.submissions == 2
 
@@ -122,15 +126,16 @@ def test_submit_refused_by_the_vendor_is_a_rejection_with_its_message(sim, http)
     assert sim.submissions == 0
 
 
-def test_submit_throttled_or_down_is_retryable(sim, http):
+def test_submit_throttled_is_retryable_and_down_is_unconfirmed(sim, http):
     sim.faults.only_paths = ("/cases/",)
     sim.faults.throttle_next = 1
     sim.faults.retry_after_seconds = 7
     with pytest.raises(ProviderThrottledError) as info:
         adapter(sim, http).submit(chunk(), cases(1))
     assert info.value.retry_after == 7
+    # A 5xx proves nothing: the submit is unconfirmed, not retried
     sim.faults.server_error_next = 1
-    with pytest.raises(ProviderUnavailableError):
+    with pytest.raises(SubmitUnconfirmedError, match="HTTP 500"):
         adapter(sim, http).submit(chunk(), cases(1))
     assert sim.submissions == 0
 
@@ -139,8 +144,8 @@ def test_a_lost_answer_to_a_submit_is_not_turned_into_a_retryable_error(sim, htt
     # Given WillSuite accepts the cases but the connection drops before the answer
     sim.faults.only_paths = ("/cases/",)
     sim.faults.drop_after_handling_next = 1
-    # When the adapter submits, the transport error escapes as it is (the core calls it ambiguous)
-    with pytest.raises(httpx.TransportError):
+    # When the adapter submits, it is unconfirmed (the core never sends it again)
+    with pytest.raises(SubmitUnconfirmedError):
         adapter(sim, http).submit(chunk(), cases(2))
     assert sim.submissions == 1
 
@@ -206,7 +211,7 @@ def test_a_second_401_is_an_auth_error_after_exactly_one_refresh(sim, http):
     provider = adapter(sim, http)
     ref = provider.submit(chunk(), cases(1))
     sim.unauthorized_next = 2
-    with pytest.raises(ProviderAuthError, match="freshly issued token") as info:
+    with pytest.raises(ProviderAuthError, match="refused a fresh credential") as info:
         provider.check(chunk(ref))
     assert sim.tokens_issued == 2
     assert sim.client_secret not in str(info.value)
@@ -421,3 +426,65 @@ def test_a_job_ended_by_end_time_alone_is_collected_as_completed(sim, http):
     sim.force_status(ref, "processing", ended=True)
     outcomes = list(provider.collect(chunk(ref), jobs, None))
     assert [o.outcome for o in outcomes] == [OutcomeKind.SUCCEEDED] * 2
+
+
+# --- what the counts prove --------------------------------------------------------------------------
+def test_a_job_that_counted_fewer_cases_than_were_sent_credits_none_it_did_not_name(sim, http):
+    # Given WillSuite silently leaves one of four cases out (total_records 3) and names one failure
+    jobs = cases(4)
+    sim.count_short_by = 1
+    sim.failures = {jobs[0]["id"]: "Case does not exist."}
+    provider = adapter(sim, http)
+    ref = provider.submit(chunk(), jobs)
+    assert sim.truth(ref).uncounted == [jobs[3]["id"]]
+    # When collected
+    outcomes = list(provider.collect(chunk(ref), jobs, None))
+    # Then the named case failed, and no other case is claimed: which one was left out is unknown
+    assert (outcomes[0].outcome, outcomes[0].error.code) == (OutcomeKind.FAILED, RECORD_FAILED)
+    assert {(o.outcome, o.error.code) for o in outcomes[1:]} == {(OutcomeKind.NOT_PROCESSED, NOT_COUNTED)}
+    assert "accepted 3 of 4 cases" in outcomes[1].error.message
+
+
+def test_counts_that_contradict_each_other_credit_no_unnamed_case(sim, http):
+    jobs = cases(2)
+    provider = adapter(sim, http)
+    ref = provider.submit(chunk(), jobs)
+    original = sim._render
+
+    def render(job):
+        body = original(job)
+        body["effected_records"] = 5  # more changed than were sent
+        return body
+
+    sim._render = render
+    try:
+        outcomes = list(provider.collect(chunk(ref), jobs, None))
+    finally:
+        del sim._render
+    assert {(o.outcome, o.error.code) for o in outcomes} == {(OutcomeKind.NOT_PROCESSED, COUNTS_INCONSISTENT)}
+
+
+def test_a_failed_job_that_changed_some_cases_says_which_are_unknown(sim, http):
+    # Given the job fails after changing half of the four cases it did not name
+    sim.fail_next_jobs = 1
+    sim.failed_job_effected = 0.5
+    jobs = cases(4)
+    provider = adapter(sim, http)
+    ref = provider.submit(chunk(), jobs)
+    assert len(sim.truth(ref).effected) == 2
+    # When collected, Then none is claimed failed or succeeded: WillSuite does not say which changed
+    outcomes = list(provider.collect(chunk(ref), jobs, None))
+    assert {(o.outcome, o.error.code) for o in outcomes} == {(OutcomeKind.NOT_PROCESSED, PARTLY_APPLIED)}
+    assert "changing 2 of the 4 cases" in outcomes[0].error.message
+
+
+def test_a_failed_job_that_changed_every_unnamed_case_succeeded_them(sim, http):
+    sim.fail_next_jobs = 1
+    sim.failed_job_effected = 1.0
+    jobs = cases(3)
+    sim.failures = {jobs[0]["id"]: "Locked."}
+    provider = adapter(sim, http)
+    ref = provider.submit(chunk(), jobs)
+    outcomes = list(provider.collect(chunk(ref), jobs, None))
+    assert outcomes[0].outcome is OutcomeKind.FAILED
+    assert [(o.outcome, o.detail) for o in outcomes[1:]] == [(OutcomeKind.SUCCEEDED, "effected")] * 2

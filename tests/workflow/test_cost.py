@@ -85,7 +85,10 @@ def test_a_superoffice_batch_reports_its_real_cost(stack, superoffice_sim, super
     superoffice_sim.reset()
     superoffice.clear_endpoint_cache()
     superoffice_sim.job_seconds = 0.5
-    options = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]}
+    options = {
+        "tableName": "contact",
+        "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+    }
     jobs = [{"clientRef": f"contact-{i}", "id": 4000 + i} for i in range(4)]
     check(stack, submit(stack, "superoffice", superoffice_connection, jobs, options=options))
 

@@ -26,7 +26,10 @@ pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
 
 # Step Functions matches a Lambda error by the errorType the invoke answered with: the class name.
 LambdaServiceException = type("Lambda.ServiceException", (Exception,), {})
-SO_OPTIONS = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]}
+SO_OPTIONS = {
+    "tableName": "contact",
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+}
 
 
 @pytest.fixture

@@ -84,7 +84,10 @@ SPECS = {
     ),
     "superoffice": Spec(
         jobs=_entities,
-        options={"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]},
+        options={
+            "tableName": "contact",
+            "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+        },
         duration_knob="job_seconds",
         submit=Calls(("ExecuteByEntityIds",)),
         status=Calls(("Agents/Batch/GetBatchTaskInfo",)),
@@ -163,16 +166,49 @@ def providers(*names: str) -> pytest.MarkDecorator:
 
 # --- transient faults: retried, nothing doubled ------------------------------------------------------
 @providers(*ALL)
-def test_a_429_and_a_5xx_on_submit_are_retried_and_the_chunk_is_sent_once(target: Target) -> None:
-    # Given the provider throttles the first submit (with Retry-After) and fails the second with a 5xx
-    target.aim(target.spec.submit, throttle_next=1, retry_after_seconds=1, server_error_next=1)
+def test_a_429_on_submit_is_retried_and_the_chunk_is_sent_once(target: Target) -> None:
+    # Given the provider throttles the first submit (with Retry-After): proof that it took nothing
+    target.aim(target.spec.submit, throttle_next=1, retry_after_seconds=1)
     # When a batch runs
     batch_id, jobs = target.run()
-    # Then it succeeds after the workflow's retries, and the provider accepted exactly one submission
+    # Then it succeeds after the workflow's retry, and the provider accepted exactly one submission
     assert_settled(target.stack, batch_id, len(jobs), "SUCCEEDED")
     assert target.sim.submissions == 1
-    assert target.calls_to(target.spec.submit) == 3
+    assert target.calls_to(target.spec.submit) == 2
     assert {line["outcome"] for line in target.stack.result_lines(batch_id)} == {"succeeded"}
+
+
+@providers(*ALL)
+def test_a_5xx_on_submit_is_never_resent(target: Target) -> None:
+    # Given the provider answers the submit with a 5xx before acting on it -- which the client cannot know
+    target.aim(target.spec.submit, server_error_next=1)
+    batch_id, jobs = target.run()
+    # Then the chunk is not sent again: the batch needs a person, naming the chunk
+    view = assert_settled(target.stack, batch_id, len(jobs), "NEEDS_ATTENTION")
+    assert view["error"]["code"] == "AMBIGUOUS_SUBMIT" and "chunk 0" in view["error"]["message"]
+    assert target.calls_to(target.spec.submit) == 1
+    assert target.sim.submissions == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [("ivvy", 502), ("willsuite", 502), ("superoffice", 503), ("os1", 503), ("ivvy", 460)],
+    indirect=["target"],
+)
+def test_a_submit_accepted_and_then_answered_with_an_error_is_never_sent_twice(
+    target: Target, status: int
+) -> None:
+    # Given the provider takes the chunk and then answers 5xx (or iVvy's own 460 "unknown")
+    target.aim(target.spec.submit, error_after_handling_next=1, error_after_handling_status=status)
+    batch_id, jobs = target.run()
+    # Then the provider holds the chunk exactly once, and the batch either found it there or names it
+    if target.name in CAN_LIST_SUBMISSIONS:
+        assert_settled(target.stack, batch_id, len(jobs), "SUCCEEDED")
+    else:
+        view = assert_settled(target.stack, batch_id, len(jobs), "NEEDS_ATTENTION")
+        assert view["error"]["code"] == "AMBIGUOUS_SUBMIT" and "chunk 0" in view["error"]["message"]
+    assert target.sim.submissions == 1
+    assert target.calls_to(target.spec.submit) == 1
 
 
 @providers(*ALL)

@@ -18,7 +18,10 @@ from batchbridge_local.simulators.ivvy import booking_session_jobs
 from tests.workflow.helpers import assert_settled, submit, the_event
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
-SO_OPTIONS = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]}
+SO_OPTIONS = {
+    "tableName": "contact",
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+}
 
 
 def states_entered(stack: Any, batch_id: str) -> list[str]:

@@ -1,9 +1,12 @@
 """Secrets stay secret: batches run for every provider with credentials of known, distinctive values,
 once with the right ones (a partially successful batch) and once with a wrong one (a batch that fails on
-authentication), and then everything the system keeps or says is searched for those values - execution
-histories, the logs written meanwhile at DEBUG, every S3 object, every DynamoDB item, every published
-event and the API's answers. They appear nowhere, in clear or in base64. (The connection secrets
-themselves live in Secrets Manager, which is where they belong and the one place not searched.)"""
+authentication), then again while the endpoint that issues tokens or tickets answers cut-short or
+malformed JSON -- a cut-short answer still holds the token it issued. Then everything the system keeps or
+says is searched for every credential the simulators hold or issued (``secret_values()``: configured
+secrets, access tokens, tickets) - execution histories, the logs written meanwhile at DEBUG, every S3
+object, every DynamoDB item, every published event and the API's answers. They appear nowhere, in clear
+or in base64. (The connection secrets themselves live in Secrets Manager, which is where they belong and
+the one place not searched.)"""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
 
 SUPEROFFICE_OPTIONS = {
     "tableName": "contact",
-    "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}],
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
 }
 
 
@@ -81,11 +84,14 @@ def sims(secrets: Secrets) -> Iterator[dict[str, Any]]:
     superoffice.ticket = "7T:" + secrets.new("superoffice.ticket")
     superoffice.app_token = secrets.new("superoffice.appToken")
     superoffice.access_token = secrets.new("superoffice.accessToken")
+    superoffice.system_user_token = secrets.new("superoffice.systemUserToken")
     started = {"ivvy": ivvy, "willsuite": willsuite, "os1": os1, "superoffice": superoffice}
     for sim in started.values():
         sim.start()
     # OS1 also checks an origin token on writes; the callback secret rides along with each batch
     os1.origin_token = secrets.new("os1.originToken")
+    # A SuperOffice system user signs with its private key: one line of the key is as telling as all of it
+    secrets.add("superoffice.privateKey", superoffice.private_key_pem.splitlines()[2])
     secrets.new("os1.callbackSecret")
     for sim in started.values():
         sim.job_seconds = 0.3
@@ -129,7 +135,11 @@ def connections(stack: Any, sims: dict[str, Any], secrets: Secrets) -> dict[str,
                 },
                 {"tenantId": os1.tenant_id},
             ),
-            {"clientId": s["os1.clientId"], "clientSecret": secrets.new("os1.clientSecret-wrong")},
+            {
+                "clientId": s["os1.clientId"],
+                "clientSecret": secrets.new("os1.clientSecret-wrong"),
+                "originToken": s["os1.originToken"],
+            },
         ),
         "superoffice": (
             (
@@ -144,16 +154,50 @@ def connections(stack: Any, sims: dict[str, Any], secrets: Secrets) -> dict[str,
             },
         ),
     }
+    # A SuperOffice system user obtains its own ticket
+    good_and_bad["superoffice-system"] = (
+        (
+            "superoffice",
+            superoffice.base_url,
+            {
+                "systemUserToken": s["superoffice.systemUserToken"],
+                "privateKey": superoffice.private_key_pem,
+                "appToken": s["superoffice.appToken"],
+            },
+            {"contextIdentifier": superoffice.context_identifier},
+        ),
+        {
+            "systemUserToken": s["superoffice.systemUserToken"],
+            "privateKey": superoffice.private_key_pem,
+            "appToken": secrets.new("superoffice.appToken-wrong"),
+        },
+    )
     names: dict[str, tuple[str, str]] = {}
     for provider, ((kind, url, creds, settings), wrong) in good_and_bad.items():
         good_name, bad_name = f"leak-{provider}", f"leak-{provider}-wrong"
         stack.add_connection(good_name, kind, url, creds, settings)
         stack.add_connection(bad_name, kind, url, wrong, settings)
         names[provider] = (good_name, bad_name)
+        CONNECTIONS[provider] = (kind, url, creds, settings)
     return names
 
 
-def jobs_for(provider: str, sims: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+# What each connection was made of, for the runs that add a fresh copy of it (its own token cache entry).
+CONNECTIONS: dict[str, tuple[str, str, dict[str, str], dict[str, Any]]] = {}
+# The endpoints that issue credentials, and the faults aimed at them.
+ISSUERS = {"willsuite": "/oauth/token/", "os1": "/aaa/auth/", "superoffice-system": "PartnerSystemUser"}
+CUT_SHORT_RUNS = [
+    ("willsuite", "truncated_next"),
+    ("willsuite", "malformed_next"),
+    ("os1", "truncated_next"),
+    ("os1", "malformed_next"),
+    ("superoffice-system", "truncated_next"),
+]
+
+
+def jobs_for(
+    provider: str, sims: dict[str, Any], tag: str = ""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Six jobs of which the provider refuses some, so failed outcomes (with the vendor's messages)
     are written too; returns the jobs and the batch's extra fields."""
     if provider == "ivvy":
@@ -164,12 +208,14 @@ def jobs_for(provider: str, sims: dict[str, Any]) -> tuple[list[dict[str, Any]],
         ]
         sims["willsuite"].failures.update({jobs[2]["id"]: "Case does not exist or record already updated."})
         return jobs, {}
+    if provider == "superoffice-system":
+        return jobs_for("superoffice", sims, tag)
     if provider == "os1":
         jobs = [
-            {"clientRef": f"d{i}", "uniqueCode": f"LEAK-{i}", "name": f"Driver {i}", "properties": {}}
+            {"clientRef": f"d{i}", "uniqueCode": f"LEAK{tag}-{i}", "name": f"Driver {i}", "properties": {}}
             for i in range(6)
         ]
-        sims["os1"].failures.update({"LEAK-1": "mobile number is not valid"})
+        sims["os1"].failures.update({f"LEAK{tag}-1": "mobile number is not valid"})
         return jobs, {"options": {"participantType": "drivers"}}
     jobs = [{"clientRef": f"contact-{i}", "id": 2000 + i} for i in range(6)]
     sims["superoffice"].failures.update({2004: "Contact is locked by another user"})
@@ -210,9 +256,10 @@ def test_credentials_appear_nowhere_the_system_writes(
     batches: dict[str, tuple[str, str]] = {}
     for provider, (good, bad) in connections.items():
         jobs, extra = jobs_for(provider, sims)
+        kind = CONNECTIONS[provider][0]
         batches[provider] = (
-            submit(stack, provider, good, jobs, **extra),
-            submit(stack, provider, bad, jobs, **extra),
+            submit(stack, kind, good, jobs, **extra),
+            submit(stack, kind, bad, jobs, **extra),
         )
     views: dict[str, dict[str, Any]] = {}
     for provider, (good_id, bad_id) in batches.items():
@@ -225,12 +272,31 @@ def test_credentials_appear_nowhere_the_system_writes(
         assert views[bad_id]["error"]["code"] == "PROVIDER_AUTH_FAILED", (provider, views[bad_id])
     all_ids = [i for pair in batches.values() for i in pair]
 
-    # Access tokens the OAuth providers issued during the run are credentials too
-    for provider in ("willsuite", "os1"):
-        issued = list(sims[provider].tokens)
-        assert issued, f"{provider} issued no token: the good batch never authenticated"
-        for n, token in enumerate(issued):
-            secrets.add(f"{provider}.issuedToken{n}", token)
+    # When the endpoint that issues tokens or tickets answers once with cut-short or malformed JSON
+    # (after it issued the credential), each on a fresh connection so that it must sign in
+    for n, (provider, fault) in enumerate(CUT_SHORT_RUNS):
+        sim = sims["superoffice" if provider.startswith("superoffice") else provider]
+        kind, url, creds, settings = CONNECTIONS[provider]
+        name = f"leak-{provider}-cut-{n}"
+        stack.add_connection(name, kind, url, creds, settings)
+        sim.faults.only_paths = (ISSUERS[provider],)
+        setattr(sim.faults, fault, 1)
+        jobs, extra = jobs_for(provider, sims, tag=f"-cut{n}")
+        batch_id = submit(stack, kind, name, jobs, **extra)
+        view = stack.wait_for_batch(batch_id, timeout=120)
+        # Then the broken answer was met (and retried, nothing having been sent), and the batch ran on
+        assert getattr(sim.faults, fault) == 0, (provider, fault)
+        assert view["status"] == "PARTIALLY_SUCCEEDED", (provider, fault, view)
+        sim.faults.only_paths = ()
+        all_ids.append(batch_id)
+
+    # Every credential the simulators hold or issued during the run (tokens, tickets) is searched for
+    for name, sim in sims.items():
+        held = sim.secret_values()
+        for n, value in enumerate(held):
+            secrets.add(f"{name}.held{n}", value)
+    assert sims["willsuite"].issued and sims["os1"].issued, "an OAuth provider issued no token"
+    assert sims["superoffice"].issued_tickets, "the SuperOffice system user never obtained a ticket"
 
     # and everything the system kept or said is gathered
     haystacks: list[tuple[str, str]] = []
@@ -245,6 +311,8 @@ def test_credentials_appear_nowhere_the_system_writes(
             haystacks.append((f"GET {path}", texts_of(answer)))
     haystacks += [(f"s3://{key}", texts_of(body)) for key, body in stack.all_objects()]
     haystacks += [(f"item {item['pk']} {item['sk']}", texts_of(item)) for item in stack.all_items()]
+    for batch_id in all_ids:  # each batch's event has arrived
+        assert stack.received_events(batch_id, wait=10), batch_id
     events = stack.received_events()
     assert {e["event"]["data"]["batchId"] for e in events} >= set(all_ids)
     haystacks += [(f"event {e['event']['id']}", texts_of(e)) for e in events]

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
 BATCHES = 50
 SUPEROFFICE_OPTIONS = {
     "tableName": "contact",
-    "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}],
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
 }
 
 

@@ -13,7 +13,10 @@ from tests.conftest import add_superoffice
 from tests.workflow.helpers import by_outcome, submit, the_event
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
-OPTIONS = {"tableName": "contact", "fieldValueInfos": [{"FieldName": "business_idx", "Values": ["3"]}]}
+OPTIONS = {
+    "tableName": "contact",
+    "fieldValueInfos": [{"Key": "business_idx", "CurrentOperationType": "Set", "Values": ["3"]}],
+}
 
 
 @pytest.fixture
@@ -86,3 +89,15 @@ def test_a_ticket_rotated_into_the_secret_mid_batch_is_picked_up_on_the_first_40
     tickets = [r.headers["authorization"] for r in sim.requests_to("GetBatchTaskInfo")]
     assert f"SOTicket {old_ticket}" in tickets
     assert tickets[-1] == f"SOTicket {new_ticket}"
+
+
+def test_a_connection_that_asks_for_it_has_its_batch_tasks_deleted_once_their_outcomes_are_recorded(
+    stack, sim
+):
+    connection = add_superoffice(stack, sim, "superoffice-tidy", deleteTasksAfterCollect=True)
+    batch_id = submit(stack, "superoffice", connection, entities(3), options=OPTIONS)
+    view = stack.wait_for_batch(batch_id, timeout=60)
+    assert view["status"] == "SUCCEEDED"
+    task = int(stack.repo.get_chunk(batch_id, 0).provider_ref)
+    assert sim.deleted == [task]
+    assert len(stack.result_lines(batch_id)) == 3  # the outcomes were recorded first

@@ -2,8 +2,14 @@
 
 A simulator subclasses :class:`Simulator` and implements :meth:`Simulator.route`. The base class owns
 the socket, the request log and the fault knobs shared by all vendors (latency, 429 with Retry-After,
-5xx bursts, dropped connections, malformed bodies), so the same fault scenarios run against every
-provider.
+5xx bursts before or after a request was acted on, dropped connections, malformed or cut-short bodies),
+so the same fault scenarios run against every provider.
+
+A simulator is meant to be used from tests, including a user's own: build it with keyword arguments
+only, ``start()`` it (or use it as a context manager), point a connection's ``baseUrl`` at
+:attr:`Simulator.base_url`, and change its knobs -- plain attributes -- between requests. Every simulator
+also lists every credential value it holds or issued (:meth:`Simulator.secret_values`), so a test can
+prove none of them was written anywhere.
 """
 
 from __future__ import annotations
@@ -53,13 +59,19 @@ class Faults:
     ``only_paths`` narrows every knob to requests whose path, query string included, contains one of the
     given fragments (so ``"action=run"`` picks one iVvy action); ``only_methods`` narrows them to those
     HTTP methods (``("POST",)`` tells an OS1 create from a status read on the same path).
-    ``drop_after_handling`` drops the connection *after* the request was acted on (an ambiguous submit).
+    ``drop_after_handling`` drops the connection *after* the request was acted on (an ambiguous submit);
+    ``error_after_handling_next`` answers ``error_after_handling_status`` (502 unless set) after the request
+    was acted on, in the vendor's own error envelope; ``server_error_status`` is the status of
+    ``server_error_next`` (the vendor's usual one unless set), which answers before the request is acted on.
     """
 
     latency_seconds: float = 0.0
     throttle_next: int = 0
     retry_after_seconds: int = 1
     server_error_next: int = 0
+    server_error_status: int | None = None  # None: the vendor's usual failure (500; OS1 documents 503)
+    error_after_handling_next: int = 0
+    error_after_handling_status: int = 502
     drop_next: int = 0
     drop_after_handling_next: int = 0
     malformed_next: int = 0
@@ -124,6 +136,11 @@ class Simulator:
         raise NotImplementedError
 
     # -- helpers for tests ---------------------------------------------------------------------------
+    def secret_values(self) -> list[str]:
+        """Every credential value the simulator was configured with or issued (tokens, tickets), for
+        tests that search what BatchBridge wrote. Subclasses list theirs."""
+        return []
+
     def requests_to(self, fragment: str) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if fragment in r.raw_path]
@@ -146,10 +163,13 @@ class Simulator:
         if self._take("throttle_next", request):
             return self.throttled_response(self.faults.retry_after_seconds)
         if self._take("server_error_next", request):
-            return self.server_error_response()
+            status = self.faults.server_error_status
+            return self.server_error_response() if status is None else self.server_error_response(status)
         response = self.route(request)
         if self._take("drop_after_handling_next", request):
             raise _Dropped
+        if self._take("error_after_handling_next", request):
+            return self.server_error_response(self.faults.error_after_handling_status)
         if self._take("malformed_next", request):
             return Response(response.status, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
         if self._take("truncated_next", request):
@@ -161,8 +181,9 @@ class Simulator:
         """The vendor's 429; subclasses override to use the vendor's own error envelope."""
         return Response(429, {"message": "Too many requests"}, {"Retry-After": str(retry_after)})
 
-    def server_error_response(self) -> Response:
-        return Response(500, {"message": "Internal server error"})
+    def server_error_response(self, status: int = 500) -> Response:
+        """The vendor's own answer for a failure on its side; subclasses use the vendor's envelope."""
+        return Response(status, {"message": "Internal server error"})
 
 
 def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:

@@ -1,6 +1,6 @@
 """An iVvy simulator: signed ``POST /api/1.0/{namespace}?action=…`` calls, the batch namespace and ping.
 
-Answers like the vendor (``PROVIDERS.md`` §1): every request must be signed as iVvy signs
+Answers like the vendor (``docs/providers/ivvy.md``): every request must be signed as iVvy signs
 (:mod:`batchbridge.providers.ivvy_signing`), and errors are ``{errorCode, message, specificCode,
 additionalMessages}`` with the HTTP status equal to ``errorCode``.
 
@@ -47,9 +47,11 @@ stops at 99), ``results_expired`` (every batch is gone: 24105 / 24115), ``drop_r
 last N results out), ``results_transform`` (rewrite the results list, e.g. to reorder it),
 ``progress_answer`` / ``run_answer`` (answer this body to ``progress``, or to an accepted ``run``),
 ``clock_offset_seconds`` (the simulator's clock runs this far ahead), ``unknown_booking_ids``,
-``unknown_session_ids``, ``strict_new_sessions``, ``max_jobs``, ``not_saved_next``.
+``unknown_session_ids``, ``strict_new_sessions``, ``max_jobs``, ``not_saved_next``, ``errors_with_status``
+(answer every error body with this HTTP status instead, e.g. 200: iVvy's error body is what counts).
 
-Test helpers: :attr:`submissions` (``run`` calls accepted), :meth:`truth` (per-job expected codes and
+Test helpers: :attr:`submissions` (``run`` calls accepted), :meth:`secret_values`, :meth:`accepted_jobs`
+(how many accepted runs held a job with these params), :meth:`truth` (per-job expected codes and
 succeeded/failed counts), :meth:`expire`, :attr:`callbacks`, :meth:`reset`; :func:`booking_session_jobs`
 builds valid and invalid booking-session jobs deterministically, :func:`expected_code` says what each gets.
 """
@@ -368,6 +370,7 @@ class IvvySimulator(Simulator):
             self.strict_new_sessions = False
             self.max_jobs = 200
             self.not_saved_next = 0
+            self.errors_with_status: int | None = None
             self.callback_timeout_seconds = 5.0
             # state
             self.batches: dict[str, SimBatch] = {}
@@ -444,6 +447,14 @@ class IvvySimulator(Simulator):
                 ids.append(None if failed else response.get("id"))
             return BatchTruth(async_id, codes, ids)
 
+    def secret_values(self) -> list[str]:
+        return [self.api_key, self.api_secret]
+
+    def accepted_jobs(self, params: dict[str, Any]) -> int:
+        """How many accepted ``run`` batches held a job with exactly these params."""
+        with self._lock:
+            return sum(1 for b in self.batches.values() for j in b.jobs if j["params"] == params)
+
     def expire(self, async_id: str) -> None:
         """This batch is gone, as after iVvy's two days."""
         with self._lock:
@@ -459,8 +470,12 @@ class IvvySimulator(Simulator):
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def server_error_response(self) -> Response:
-        return _error(500, "An error has occurred")
+    def server_error_response(self, status: int = 500) -> Response:
+        """iVvy's error body for a failure on its side: 5xx, or its own 460 unknown / 461 failed request."""
+        words = {460: "Unknown", 461: "Failed Request", 501: "Not Implemented"}.get(
+            status, "An error has occurred"
+        )
+        return _error(status, words)
 
     # -- signing -------------------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -503,6 +518,13 @@ class IvvySimulator(Simulator):
 
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
+        response = self._route(request)
+        body = response.body
+        if self.errors_with_status is not None and isinstance(body, dict) and "errorCode" in body:
+            response.status = self.errors_with_status
+        return response
+
+    def _route(self, request: Request) -> Response:
         if not request.path.startswith(PREFIX):
             return _error(404, "Resource not found")
         if request.method != "POST":

@@ -1,6 +1,6 @@
 """An OS1 Participant Service simulator: client-credentials auth, participant batches and their status.
 
-Answers like the vendor (``PROVIDERS.md`` §4) at the tenant's root:
+Answers like the vendor (``docs/providers/os1.md``) at the tenant's root:
 
 * ``POST /core/api/v1/aaa/auth/client-credentials`` issues access tokens that expire after
   ``token_ttl_seconds``.
@@ -15,12 +15,17 @@ Answers like the vendor (``PROVIDERS.md`` §4) at the tenant's root:
 
 Headers are checked on every request: a missing ``X-COREOS-REQUEST-ID`` (or one already used) is 400;
 ``X-COREOS-TID`` is required on API calls (missing 400, another tenant 401) and optional on the auth
-call; a missing, unknown or expired ``X-COREOS-ACCESS`` is 401. When ``origin_token`` is set, writes
-without that ``X-COREOS-ORIGIN-TOKEN`` are 403.
+call; a missing, unknown or expired ``X-COREOS-ACCESS`` is 401. ``X-COREOS-ORIGIN-TOKEN`` is required on
+writes, as documented: without the simulator's :attr:`origin_token` a write is 403.
 
-refIDs are the adapter's convention: a create record's ``uniqueCode``, an update record's ``id``. A create
-for a uniqueCode the tenant already has, or repeated in the batch, fails that record; an update of an
-id the tenant does not have fails that record (seed participants with :meth:`add_participant`).
+What a refID is and what ``meta.status`` says are not documented, so both are knobs: ``ref_fields`` (per
+operation, the record field results name it by, or ``"index"`` for its position in the payload; default
+``uniqueCode`` for a create, ``id`` for an update) and ``status_words`` (the word for each of ``queued``,
+``processing``, ``completed``, ``failed``; default those words). ``results_transform`` rewrites the
+``(success, errors)`` lists of a status answer (reorder, repeat, drop, add strays). A create for a
+uniqueCode the tenant already has, or repeated in the batch, fails that record; an update of an id the
+tenant does not have fails that record (seed participants with :meth:`add_participant`). ``failures`` and
+``dropped`` name records by uniqueCode (create) or id (update) whatever ``ref_fields`` says.
 
 **Callback** (body UNCONFIRMED; our decision): when a batch that carried ``callback.url`` finishes, a
 background thread POSTs ``{"batchId": <id>, "status": "completed" | "failed"}`` to it once, best effort,
@@ -33,9 +38,9 @@ Knobs (attributes; change them between requests): ``batch_seconds``, ``queued_sh
 the first share of its records), ``unauthorized_next`` (401 to the next N authenticated calls whatever
 the token), ``max_items``, ``participant_types`` (None: any type exists), ``update_method``,
 ``origin_token``, ``audience``, ``status_overrides`` via :meth:`force_status`. Test helpers:
-:meth:`truth`, :attr:`submissions`, :attr:`tokens_issued`, :attr:`denied`, :attr:`callbacks`,
-:meth:`wait_for_callbacks`, :meth:`expire_tokens`, :meth:`reset`; the base class logs every request
-with its headers (:attr:`requests`).
+:meth:`truth`, :attr:`submissions`, :attr:`tokens_issued`, :meth:`secret_values`,
+:attr:`denied`, :attr:`callbacks`, :meth:`wait_for_callbacks`, :meth:`expire_tokens`, :meth:`reset`; the
+base class logs every request with its headers (:attr:`requests`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -168,11 +174,13 @@ class OS1Simulator(Simulator):
         client_id: str = "sim-client",
         client_secret: str | None = None,
         tenant_id: str = "sim-tenant",
+        origin_token: str | None = None,
     ) -> None:
         super().__init__()
         self.client_id = client_id
         self.client_secret = client_secret or secrets.token_urlsafe(24)
         self.tenant_id = tenant_id
+        self._origin_token = origin_token or secrets.token_urlsafe(24)
         self._defaults = {"batch_seconds": batch_seconds, "token_ttl_seconds": token_ttl_seconds}
         self._timers: list[threading.Timer] = []
         self.reset()
@@ -198,7 +206,14 @@ class OS1Simulator(Simulator):
             self.max_items = 1024
             self.participant_types: set[str] | None = None
             self.update_method = "PUT"
-            self.origin_token: str | None = None
+            self.origin_token: str = self._origin_token
+            self.ref_fields: dict[str, str] = {"create": "uniqueCode", "update": "id"}
+            self.status_words: dict[str, str] = {
+                w: w for w in ("queued", "processing", "completed", "failed")
+            }
+            self.results_transform: (
+                Callable[[list[dict[str, Any]], list[dict[str, Any]]], tuple[list[Any], list[Any]]] | None
+            ) = None
             self.audience: str | None = None
             self.callback_timeout = 2.0
             # state
@@ -209,6 +224,7 @@ class OS1Simulator(Simulator):
             self.callbacks: list[CallbackDelivery] = []
             self.submissions = 0
             self.tokens_issued = 0
+            self.issued: list[str] = []
             self.denied = 0  # 401 answers
             self._callback_done = threading.Condition(self._lock)
 
@@ -241,6 +257,11 @@ class OS1Simulator(Simulator):
                 unprocessed=[r.ref for r in batch.records[end:]],
                 status="completed" if batch.fails_at is None else "failed",
             )
+
+    def secret_values(self) -> list[str]:
+        with self._lock:
+            received = [c.headers.get("X-COREOS-CALLBACK-SECRET", "") for c in self.callbacks]
+            return [self.client_secret, self.origin_token, *self.issued, *(r for r in received if r)]
 
     def expire_tokens(self) -> None:
         """Every token issued so far stops working (as if they had all expired)."""
@@ -301,8 +322,8 @@ class OS1Simulator(Simulator):
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def server_error_response(self) -> Response:
-        return self.error(503, E_UNAVAILABLE, "The service is temporarily unavailable.")
+    def server_error_response(self, status: int = 503) -> Response:
+        return self.error(status, E_UNAVAILABLE, "The service is temporarily unavailable.")
 
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
@@ -338,10 +359,7 @@ class OS1Simulator(Simulator):
             operation = "update"
         else:
             return self.error(405, E_METHOD, "Method not allowed.", request)
-        if (
-            self.origin_token is not None
-            and request.headers.get("x-coreos-origin-token") != self.origin_token
-        ):
+        if request.headers.get("x-coreos-origin-token") != self.origin_token:
             return self.error(403, E_ORIGIN_REFUSED, "The origin token is missing or not valid.", request)
         return self._submit(request, participant_type, operation)
 
@@ -385,6 +403,7 @@ class OS1Simulator(Simulator):
         with self._lock:
             self.tokens[token] = _Token(time.monotonic() + self.token_ttl_seconds)
             self.tokens_issued += 1
+            self.issued.append(token)
         data = {"accessToken": token, "tokenType": "Bearer", "expiresIn": self.token_ttl_seconds}
         # Never echo the secret back in the request echo.
         echo = self._echo(request)
@@ -470,28 +489,30 @@ class OS1Simulator(Simulator):
         """Each record's fate, fixed at submit (under the lock); participants change at once."""
         records: list[_Record] = []
         codes = {p.unique_code for p in self.participants.values() if p.type == participant_type}
-        for item in payload:
-            ref = item["uniqueCode"] if operation == "create" else item["id"]
-            if ref in self.failures:
-                records.append(_Record(ref, "failed", reason=self.failures[ref]))
+        field_name = self.ref_fields[operation]
+        for position, item in enumerate(payload):
+            natural = item["uniqueCode"] if operation == "create" else item["id"]
+            ref = str(position) if field_name == "index" else str(item.get(field_name))
+            if natural in self.failures:
+                records.append(_Record(ref, "failed", reason=self.failures[natural]))
                 continue
             if operation == "create":
-                if ref in codes:
-                    records.append(_Record(ref, "failed", reason=f"uniqueCode '{ref}' already exists"))
+                if natural in codes:
+                    records.append(_Record(ref, "failed", reason=f"uniqueCode '{natural}' already exists"))
                     continue
                 pid = f"{_prefix(participant_type)}:{uuid.uuid4()}"
                 self.participants[pid] = _Participant(
-                    participant_type, ref, pid, dict(item.get("properties", {}))
+                    participant_type, natural, pid, dict(item.get("properties", {}))
                 )
-                codes.add(ref)
+                codes.add(natural)
             else:
-                existing = self.participants.get(ref)
+                existing = self.participants.get(natural)
                 if existing is None or existing.type != participant_type:
-                    records.append(_Record(ref, "failed", reason=f"participant '{ref}' not found"))
+                    records.append(_Record(ref, "failed", reason=f"participant '{natural}' not found"))
                     continue
                 existing.properties.update(item.get("properties", {}))
-                pid = ref
-            fate = "dropped" if ref in self.dropped else "succeeded"
+                pid = natural
+            fate = "dropped" if natural in self.dropped else "succeeded"
             records.append(_Record(ref, fate, id=pid))
         return records
 
@@ -504,11 +525,15 @@ class OS1Simulator(Simulator):
             if batch is None or batch.participant_type != participant_type:
                 return self.error(404, E_NO_BATCH, "Batch not found.", request)
             status, done = batch.progress(time.monotonic())
+            status = self.status_words.get(status, status)
             if batch.forced_status is not None:
                 status = batch.forced_status
             processed = batch.records[:done]
-        success = [{"refID": r.ref, "id": r.id} for r in processed if r.fate == "succeeded"]
-        errors = [{"refID": r.ref, "reason": r.reason} for r in processed if r.fate == "failed"]
+            transform = self.results_transform
+        success: list[Any] = [{"refID": r.ref, "id": r.id} for r in processed if r.fate == "succeeded"]
+        errors: list[Any] = [{"refID": r.ref, "reason": r.reason} for r in processed if r.fate == "failed"]
+        if transform is not None:
+            success, errors = transform(success, errors)
         meta = {"status": status, "success": len(success), "failed": len(errors), "total": len(batch.records)}
         return self.ok(200, {"meta": meta, "success": success, "errors": errors}, request)
 

@@ -1,21 +1,32 @@
 """A SuperOffice simulator: the tenant state service, the BulkUpdate agent and the Batch agent.
 
-Answers like the vendor (``PROVIDERS.md`` §3):
+Answers like the vendor (``docs/providers/superoffice.md``):
 
 * ``GET /api/state/{ContextIdentifier}`` -> ``{ContextIdentifier, Endpoint, State, IsRunning, ValidUntil,
   Api}``. The tenant lives under ``/{host}/{ContextIdentifier}`` on the same server, where ``host`` plays
   the numbered host (``sod1``, ``sod2``…). :meth:`move_host` moves the tenant: from then on the old prefix
   answers HTTP 421 until the client rediscovers it.
-* Tenant calls need ``Authorization: SOTicket <ticket>`` with ``SO-AppToken: <appToken>``, or
-  ``Authorization: Bearer <accessToken>``; anything else gets 401.
+* Tenant calls need ``Authorization: SOTicket <ticket>`` with ``SO-AppToken: <appToken>`` (the configured
+  :attr:`ticket`, or one the system-user service issued and that has not lapsed), ``Authorization: Bearer
+  <accessToken>`` or ``Authorization: Basic <username:password>`` (on-site); anything else gets 401.
+* ``POST /Login/api/PartnerSystemUser/Authenticate {SignedSystemToken, ApplicationToken,
+  ContextIdentifier, ReturnTokenType}`` checks the signed system-user token (the :attr:`system_user_token`,
+  a UTC ``yyyyMMddHHmm`` within five minutes, an RSA-SHA256 signature by :attr:`private_key_pem`'s key)
+  and answers ``{IsSuccessful, Token, ErrorMessage}``, the Token a JWT whose
+  ``http://schemes.superoffice.net/identity/ticket`` claim is a new ticket valid ``ticket_ttl_seconds``.
 * ``POST …/api/v1/Agents/BulkUpdate/ExecuteByEntityIds`` -> the new batch task id (int);
   ``POST …/api/v1/Agents/Batch/GetBatchTaskInfo {Id}`` -> a BatchTaskInfo with all 24 documented fields,
   enums as strings and dates in ISO 8601 with an offset; ``GetBatchTaskInfosByAssociates {AssociateIds}``
   -> an array of them; ``StopBatchJob {Id}`` -> bool;
   ``POST …/Agents/BulkUpdate/GetJobResultAsJsonFromBinaryObjectId {TableName, BinaryObjectId}`` -> a JSON
   string.
-* Simulator decisions: a task's ``DetailsRecord`` is the BinaryObjectId of its result (0 until the task
-  ends), the result is ``[{"Id", "Succeeded", "Error"}]`` per entity, a stopped task ends ``Failed`` with
+* ``POST …/Agents/Batch/DeleteBatchTask {BatchTaskId}`` -> 204, the task and its result gone.
+* A mass update's ``FieldValueInfos`` are ``[{Key, CurrentOperationType, Values}]`` as documented; one
+  without a ``Key`` or an operation, or with ``Values`` that are not strings, is a 400.
+* Simulator decisions, each a knob because SuperOffice does not document it: the task field that holds
+  the result's BinaryObjectId (``result_binary_field``, default ``DetailsRecord``; 0 until the task
+  ends), the result's item fields (``result_fields``, default ``("Id", "Succeeded", "Error")``), a
+  stopped task ends ``Failed`` with
   ``Result`` "Stopped" and its result lists the entities handled before the stop. Errors use the
   exception carrier ``{Message, FriendlyText, ExceptionType, Source, Parameters}``. An unknown task or
   binary object answers 404.
@@ -27,19 +38,25 @@ Knobs (attributes, change them between requests): ``job_seconds``, ``failures`` 
 those entities fail in any task that holds them), ``unreported`` (entity ids left out of results),
 ``fail_next_tasks`` / ``task_failure`` (whole-task failure), ``cancellation_behaviour``,
 ``unauthorized_next``, ``stale_state_next`` (the state service lags behind a host move),
-``state_ttl_seconds`` (how far ahead ``ValidUntil`` lies), ``max_ids``. Host moves: :meth:`move_host`.
-Maintenance windows: :meth:`start_maintenance` / :meth:`end_maintenance`. Test helpers: :meth:`truth`,
-:attr:`submissions`, :attr:`state_requests`, :meth:`force_state`, :meth:`delete_result`, :meth:`reset`.
+``state_ttl_seconds`` (how far ahead ``ValidUntil`` lies), ``max_ids``, ``ticket_ttl_seconds``,
+``result_binary_field``, ``result_fields``, ``results_transform`` (rewrite a result's item list: reorder,
+repeat, drop). Host moves: :meth:`move_host`. Maintenance windows: :meth:`start_maintenance` /
+:meth:`end_maintenance`. Test helpers: :meth:`truth`, :attr:`submissions`, :attr:`state_requests`,
+:attr:`tickets_issued`, :attr:`deleted`, :meth:`secret_values`, :meth:`force_state`, :meth:`delete_result`,
+:meth:`reset`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any
 
 from batchbridge_local.simulators.base import Faults, Request, Response, Simulator
@@ -51,6 +68,10 @@ RESULT = "Agents/BulkUpdate/GetJobResultAsJsonFromBinaryObjectId"
 TASK_INFO = "Agents/Batch/GetBatchTaskInfo"
 BY_ASSOCIATES = "Agents/Batch/GetBatchTaskInfosByAssociates"
 STOP = "Agents/Batch/StopBatchJob"
+DELETE = "Agents/Batch/DeleteBatchTask"
+SYSTEM_USER_PATH = "/Login/api/PartnerSystemUser/Authenticate"
+TICKET_CLAIM = "http://schemes.superoffice.net/identity/ticket"
+SIGNED_TOKEN_SLACK_SECONDS = 300
 
 BINARY_OBJECT_TABLE = 94  # simulator decision: the table id DetailsTable names once a result exists
 TERMINAL = frozenset({"Succeeded", "Failed", "SucceededManualCleanup"})
@@ -151,6 +172,9 @@ class SuperOfficeSimulator(Simulator):
         self.ticket = "7T:" + secrets.token_urlsafe(24)
         self.app_token = secrets.token_hex(16)
         self.access_token = secrets.token_urlsafe(32)
+        self.username = "tje0"  # the documentation's own sample user
+        self.password = secrets.token_urlsafe(12)
+        self.system_user_token = f"BatchBridgeSim-{secrets.token_hex(6)}"
         self._default_job_seconds = job_seconds
         self.reset()
 
@@ -170,6 +194,10 @@ class SuperOfficeSimulator(Simulator):
             self.unauthorized_next = 0
             self.state_ttl_seconds: float = 3600.0
             self.max_ids = 5000
+            self.ticket_ttl_seconds: float = 6 * 3600.0
+            self.result_binary_field = "DetailsRecord"
+            self.result_fields: tuple[str, str, str] = ("Id", "Succeeded", "Error")
+            self.results_transform: Callable[[list[dict[str, Any]]], list[Any]] | None = None
             # tenant
             self.host_number = 1
             self.stale_state_next = 0  # the next N state answers still announce the previous host
@@ -182,6 +210,10 @@ class SuperOfficeSimulator(Simulator):
             self._next_binary = 5000
             self.submissions = 0
             self.state_requests = 0
+            self.issued_tickets: dict[str, float] = {}  # ticket -> monotonic expiry
+            self.issued_jwts: list[str] = []
+            self.tickets_issued = 0
+            self.deleted: list[int] = []
 
     # -- addresses -----------------------------------------------------------------------------------
     @property
@@ -192,6 +224,103 @@ class SuperOfficeSimulator(Simulator):
     def endpoint(self) -> str:
         """The tenant's current base URL, as the state service announces it."""
         return f"{self.base_url}/{self.host}/{self.context_identifier}"
+
+    # -- system users --------------------------------------------------------------------------------
+    @cached_property
+    def _keys(self) -> tuple[Any, Any]:
+        """The partner application's RSA key pair and SuperOffice's own (which signs the JWTs), made on
+        first use: only system-user tests pay for them."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        return (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        )
+
+    @property
+    def private_key_pem(self) -> str:
+        """The partner application's private key (PEM): a system-user connection's ``privateKey``."""
+        from cryptography.hazmat.primitives import serialization
+
+        return (
+            self._keys[0]
+            .private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            .decode()
+        )
+
+    def expire_tickets(self) -> None:
+        """Every ticket the system-user service issued stops working."""
+        with self._lock:
+            self.issued_tickets.clear()
+
+    def secret_values(self) -> list[str]:
+        with self._lock:
+            values = [self.ticket, self.app_token, self.access_token, self.password, self.system_user_token]
+            values.append(base64.b64encode(f"{self.username}:{self.password}".encode()).decode())
+            values += [*self.issued_tickets, *self.issued_jwts]
+        if "_keys" in self.__dict__:
+            values.append(self.private_key_pem)
+        return values
+
+    def _system_user(self, request: Request) -> Response:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def refused(why: str) -> Response:
+            return Response(200, {"IsSuccessful": False, "Token": None, "ErrorMessage": why})
+
+        try:
+            body = request.json()
+        except ValueError:
+            return self.error(400, "The request body is not valid JSON", kind="ArgumentException")
+        if not isinstance(body, dict):
+            return self.error(400, "The request body must be a JSON object", kind="ArgumentException")
+        signed = body.get("SignedSystemToken")
+        if body.get("ApplicationToken") != self.app_token:
+            return refused("Unknown application")
+        if body.get("ContextIdentifier") != self.context_identifier:
+            return refused("Unknown customer")
+        parts = signed.rsplit(".", 2) if isinstance(signed, str) else []
+        if len(parts) != 3 or parts[0] != self.system_user_token:
+            return refused("Unknown system user token")
+        try:
+            stamp = datetime.strptime(parts[1], "%Y%m%d%H%M").replace(tzinfo=UTC)
+            signature = base64.b64decode(parts[2], validate=True)
+        except ValueError:
+            return refused("The signed system user token is malformed")
+        if abs((datetime.now(UTC) - stamp).total_seconds()) > SIGNED_TOKEN_SLACK_SECONDS:
+            return refused("The signed system user token is too old")
+        try:
+            self._keys[0].public_key().verify(
+                signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except InvalidSignature:
+            return refused("The signature does not verify")
+        ticket = "7T:" + secrets.token_urlsafe(24)
+        jwt = self._jwt(
+            {TICKET_CLAIM: ticket, "http://schemes.superoffice.net/identity/ctx": self.context_identifier}
+        )
+        with self._lock:
+            self.issued_tickets[ticket] = time.monotonic() + self.ticket_ttl_seconds
+            self.issued_jwts.append(jwt)
+            self.tickets_issued += 1
+        return Response(200, {"IsSuccessful": True, "Token": jwt, "ErrorMessage": ""})
+
+    def _jwt(self, claims: dict[str, Any]) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def part(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        now = int(time.time())
+        header = part(json.dumps({"typ": "JWT", "alg": "RS256"}).encode())
+        payload = part(json.dumps({**claims, "iat": now, "exp": now + 60}).encode())
+        signature = self._keys[1].sign(f"{header}.{payload}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{header}.{payload}.{part(signature)}"
 
     # -- helpers for tests ---------------------------------------------------------------------------
     def move_host(self) -> None:
@@ -275,11 +404,15 @@ class SuperOfficeSimulator(Simulator):
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def server_error_response(self) -> Response:
-        return self.error(500, "An error has occurred.", kind="Exception")
+    def server_error_response(self, status: int = 500) -> Response:
+        return self.error(status, "An error has occurred.", kind="Exception")
 
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
+        if request.path.rstrip("/") == SYSTEM_USER_PATH:
+            if request.method != "POST":
+                return self.error(405, "Method not allowed")
+            return self._system_user(request)
         with self._lock:
             if request.path.startswith(STATE_PREFIX):
                 if request.method != "GET":
@@ -320,6 +453,7 @@ class SuperOfficeSimulator(Simulator):
                 TASK_INFO: self._task_info,
                 BY_ASSOCIATES: self._by_associates,
                 STOP: self._stop,
+                DELETE: self._delete,
                 RESULT: self._result,
             }
             handler = handlers.get(method)
@@ -359,11 +493,16 @@ class SuperOfficeSimulator(Simulator):
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "soticket":
-            ok = secrets.compare_digest(value, self.ticket) and secrets.compare_digest(
-                request.headers.get("so-apptoken", ""), self.app_token
+            issued = self.issued_tickets.get(value)
+            known = secrets.compare_digest(value, self.ticket) or (
+                issued is not None and issued > time.monotonic()
             )
+            ok = known and secrets.compare_digest(request.headers.get("so-apptoken", ""), self.app_token)
         elif scheme.lower() == "bearer":
             ok = secrets.compare_digest(value, self.access_token)
+        elif scheme.lower() == "basic":
+            expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            ok = secrets.compare_digest(value, expected)
         else:
             ok = False
         return None if ok else denied
@@ -373,14 +512,12 @@ class SuperOfficeSimulator(Simulator):
         table, infos, ids, context = (body.get(k) for k in ("TableName", "FieldValueInfos", "Ids", "Context"))
         if not isinstance(table, str) or not _TABLE.match(table):
             return self.error(400, f"Unknown table {table!r}", kind="ArgumentException")
-        if (
-            not isinstance(infos, list)
-            or not infos
-            or not all(
-                isinstance(i, dict) and isinstance(i.get("FieldName"), str) and i["FieldName"] for i in infos
-            )
-        ):
+        if not isinstance(infos, list) or not infos:
             return self.error(400, "FieldValueInfos must name at least one field", kind="ArgumentException")
+        for n, info in enumerate(infos):
+            problem = _field_value_info_problem(info)
+            if problem:
+                return self.error(400, f"FieldValueInfos[{n}]: {problem}", kind="ArgumentException")
         if not isinstance(ids, str) or not ids.strip():
             return self.error(
                 400, "Ids must be a comma separated list of entity ids", kind="ArgumentException"
@@ -435,11 +572,14 @@ class SuperOfficeSimulator(Simulator):
                 f"BinaryObject {binary} does not hold a result for table {table!r}",
                 kind="ArgumentException",
             )
-        items = [
-            {"Id": e, "Succeeded": e not in task.failures, "Error": task.failures.get(e)}
+        id_field, ok_field, error_field = self.result_fields
+        items: list[Any] = [
+            {id_field: e, ok_field: e not in task.failures, error_field: task.failures.get(e)}
             for e in task.handled(time.monotonic())
             if e not in task.unreported
         ]
+        if self.results_transform is not None:
+            items = self.results_transform(items)
         return Response(200, json.dumps(items))
 
     # -- Batch agent ---------------------------------------------------------------------------------
@@ -483,7 +623,7 @@ class SuperOfficeSimulator(Simulator):
             "Name": f"BulkUpdate {task.table}",
             "AssociateId": self.associate_id,
             "DetailsTable": BINARY_OBJECT_TABLE if task.binary_object_id else 0,
-            "DetailsRecord": task.binary_object_id,
+            "DetailsRecord": task.binary_object_id if self.result_binary_field == "DetailsRecord" else 0,
             "IsSystemTask": False,
             "IsInternalTask": False,
             "ParameterObject": {"TableName": task.table, "Count": len(task.entities)},
@@ -496,6 +636,11 @@ class SuperOfficeSimulator(Simulator):
             "State": state,
             "Description": f"Mass update of {len(task.entities)} {task.table} records",
             "Response": response,
+            **(
+                {self.result_binary_field: str(task.binary_object_id) if task.binary_object_id else None}
+                if self.result_binary_field != "DetailsRecord"
+                else {}
+            ),
             "Request": json.dumps({"TableName": task.table, "Ids": len(task.entities)}),
             "ProgressDescription": f"Updated {handled} of {len(task.entities)}",
             "ProgressPercent": percent,
@@ -521,6 +666,17 @@ class SuperOfficeSimulator(Simulator):
             return Response(200, [])
         return Response(200, [self._info(task) for task in self.tasks.values()])
 
+    def _delete(self, body: dict[str, Any]) -> Response:
+        task_id = body.get("BatchTaskId")
+        if isinstance(task_id, bool) or not isinstance(task_id, int):
+            return self.error(400, "BatchTaskId must be an integer", kind="ArgumentException")
+        task = self.tasks.pop(task_id, None)
+        if task is None:
+            return self.error(404, f"BatchTask {task_id} not found", kind="EntityNotFoundException")
+        self.results.pop(task.binary_object_id, None)
+        self.deleted.append(task_id)
+        return Response(204, b"")
+
     def _stop(self, body: dict[str, Any]) -> Response:
         task = self._task(body)
         if isinstance(task, Response):
@@ -530,3 +686,17 @@ class SuperOfficeSimulator(Simulator):
             return Response(200, False)
         task.stopped_at = now
         return Response(200, True)
+
+
+def _field_value_info_problem(info: Any) -> str | None:
+    """Why a FieldValueInfo is not the documented ``{Key, CurrentOperationType, Values}``, or None."""
+    if not isinstance(info, dict):
+        return "must be an object"
+    if not isinstance(info.get("Key"), str) or not info["Key"].strip():
+        return "Key must name the field"
+    if not isinstance(info.get("CurrentOperationType"), str) or not info["CurrentOperationType"].strip():
+        return "CurrentOperationType must name the operation"
+    values = info.get("Values", [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return "Values must be an array of strings"
+    return None

@@ -1,6 +1,6 @@
 """A WillSuite simulator: OAuth token endpoint, a bulk case-update endpoint and api jobs.
 
-Answers like the vendor (``PROVIDERS.md`` §2) under ``/engine/api``: ``POST /oauth/token/`` issues
+Answers like the vendor (``docs/providers/willsuite.md``) under ``/engine/api``: ``POST /oauth/token/`` issues
 Bearer tokens that expire after ``token_ttl_seconds``; ``POST /cases/bulk-update`` answers 202
 ``{"api_job_id", "status": "pending"}``; ``GET /api-jobs/{id}`` returns the documented field set and moves
 ``pending -> processing -> completed`` over ``job_seconds``. Errors use the simulator's decided envelope
@@ -10,9 +10,11 @@ Knobs (attributes, change them between requests): ``job_seconds``, ``token_ttl_s
 ``failures`` (case id -> reason: those cases fail in any job that holds them), ``unchanged`` (case ids
 accepted but already up to date), ``stray_failures`` (failure blocks for cases that were never sent),
 ``fail_next_jobs`` / ``job_failure_message`` (whole-job failure), ``unauthorized_next`` (answer 401 to
-the next N authenticated calls whatever the token), ``max_cases``. Test helpers: :meth:`truth`,
-:attr:`submissions`, :attr:`tokens_issued`, :meth:`expire_tokens`, :meth:`force_status`,
-:meth:`reset`.
+the next N authenticated calls whatever the token), ``max_cases``, ``count_short_by`` (the job silently
+drops its last N cases: not applied, not counted in ``total_records``), ``failed_job_effected`` (the share of
+the cases a failed job did not name that it changed before failing; 0 by default). Test helpers:
+:meth:`truth`, :attr:`submissions`, :attr:`tokens_issued`, :meth:`secret_values` (the client secret and
+every token issued), :meth:`expire_tokens`, :meth:`force_status`, :meth:`reset`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,16 +73,23 @@ class SimJob:
     stray: dict[str, str]  # failure blocks for cases that are not in the job
     unchanged: list[str]
     job_failure: str | None = None
+    dropped: int = 0  # the last N cases, silently not applied and not counted
+    failed_effected: float = 0.0
     forced_status: str | None = None
     forced_end: bool | None = None
     omit_fields: tuple[str, ...] = ()
 
     @property
+    def counted(self) -> list[str]:
+        return self.cases[: len(self.cases) - self.dropped]
+
+    @property
     def effected(self) -> list[str]:
-        if self.job_failure is not None:
-            return []
         skip = set(self.failed) | set(self.unchanged)
-        return [c for c in self.cases if c not in skip]
+        changed = [c for c in self.counted if c not in skip]
+        if self.job_failure is not None:
+            return changed[: int(len(changed) * self.failed_effected)]
+        return changed
 
 
 @dataclass
@@ -98,6 +107,7 @@ class Truth:
     effected: list[str]
     unchanged: list[str]
     job_failed: bool = False
+    uncounted: list[str] = field(default_factory=list)  # dropped silently: neither applied nor counted
 
 
 class WillSuiteSimulator(Simulator):
@@ -136,9 +146,12 @@ class WillSuiteSimulator(Simulator):
             self.job_failure_message = "The bulk update could not be completed."
             self.unauthorized_next = 0
             self.max_cases = 1000
+            self.count_short_by = 0
+            self.failed_job_effected = 0.0
             # state
             self.jobs: dict[str, SimJob] = {}
             self.tokens: dict[str, _Token] = {}
+            self.issued: list[str] = []
             self.submissions = 0
             self.tokens_issued = 0
 
@@ -158,7 +171,12 @@ class WillSuiteSimulator(Simulator):
                 effected=job.effected,
                 unchanged=list(job.unchanged),
                 job_failed=job.job_failure is not None,
+                uncounted=job.cases[len(job.counted) :],
             )
+
+    def secret_values(self) -> list[str]:
+        with self._lock:
+            return [self.client_secret, *self.issued]
 
     def expire_tokens(self) -> None:
         """Every token issued so far stops working (as if they had all expired)."""
@@ -186,8 +204,8 @@ class WillSuiteSimulator(Simulator):
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    def server_error_response(self) -> Response:
-        return self.error(500, "Server Error")
+    def server_error_response(self, status: int = 500) -> Response:
+        return self.error(status, "Server Error")
 
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
@@ -228,6 +246,7 @@ class WillSuiteSimulator(Simulator):
         token = _jwt_like()
         with self._lock:
             self.tokens[token] = _Token(time.monotonic() + self.token_ttl_seconds)
+            self.issued.append(token)
             self.tokens_issued += 1
         return Response(
             200, {"access_token": token, "token_type": "Bearer", "expires_in": self.token_ttl_seconds}
@@ -286,6 +305,8 @@ class WillSuiteSimulator(Simulator):
                 stray={c: r for c, r in self.stray_failures.items() if c.lower() not in in_job},
                 unchanged=[c for c in ids if c in self.unchanged and c not in self.failures],
                 job_failure=job_failure,
+                dropped=min(self.count_short_by, len(ids)),
+                failed_effected=self.failed_job_effected,
             )
             self.jobs[job.id] = job
             self.submissions += 1
@@ -326,7 +347,7 @@ class WillSuiteSimulator(Simulator):
             "end_time": _plain(end_ts) if ended else None,
             "status": status,
             "message": message,
-            "total_records": len(job.cases),
+            "total_records": len(job.counted),
             "effected_records": len(job.effected) if finished else 0,
             "created_at": _iso(job.created),
             "updated_at": _iso(updated),

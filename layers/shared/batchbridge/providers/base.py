@@ -1,19 +1,73 @@
-"""The provider interface: submit, check, collect, cancel. One module per provider, registered by name."""
+"""The provider interface: submit, check, collect, cancel. One module per provider, registered by name.
+
+The base class owns the protocol every vendor shares, so that a provider module holds its dialect alone
+(paths, payloads, status words, result parsing):
+
+* **Error context.** Each entry point (``submit``, ``check``, ``collect``, ``cancel``, ``find_submission``,
+  ``confirm_callback``, ``cleanup``) runs as an :class:`~batchbridge.providers.protocol.Operation`: every
+  error it raises is prefixed with what was being done ("iVvy submit (chunk 3)") and scrubbed of the
+  connection's credentials and of every token or ticket the adapter holds, and every outcome ``collect``
+  yields is scrubbed the same way. Adapters never pass a description around.
+* **The submit contract.** Once the request that may take effect is out (``request(..., commit=True)``),
+  any failure that does not prove the vendor refused it -- a 5xx, a dropped or timed-out answer, a body
+  cut short or in a shape the documentation does not allow -- leaves ``submit`` as
+  :class:`~batchbridge.errors.SubmitUnconfirmedError`. Only a connect that failed, a step before the
+  submit (a token, a tenant lookup), a 429 or a documented refusal may be sent again.
+* **One status table.** :meth:`Provider.check_answer` turns any answer into the typed error its phase
+  calls for (:data:`~batchbridge.providers.protocol.DEFAULT_RULES`); an adapter overrides
+  :meth:`Provider.vendor_problem` (how its error bodies read) and :meth:`Provider.decide` (its exceptions).
+* **Issued credentials.** :meth:`Provider.authorized` runs a call with the adapter's current token, and on
+  a 401 forgets it, obtains a new one and repeats the call once; :meth:`Provider.client_credentials_token`
+  is the OAuth client-credentials request both OAuth vendors use.
+* **Connection settings.** :meth:`Provider.configured` validates ``settings`` with the adapter's pydantic
+  model once per connection, with errors that name the setting and never echo a value.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import json
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from batchbridge import limits
-from batchbridge.errors import CancelNotSupportedError, UnknownProviderError
+from batchbridge.errors import (
+    BatchBridgeError,
+    CancelNotSupportedError,
+    ConfigurationError,
+    ProviderAuthError,
+    ProviderResponseError,
+    ProviderThrottledError,
+    ProviderUnavailableError,
+    SubmitUnconfirmedError,
+    UnknownProviderError,
+)
 from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome
 from batchbridge.providers import load_adapters
+from batchbridge.providers.auth import TOKENS, Token, keep_seconds
+from batchbridge.providers.http import decode_json, retry_after_seconds, send
+from batchbridge.providers.protocol import (
+    DEFAULT_RULES,
+    Operation,
+    Phase,
+    Problem,
+    Rule,
+    StatusRules,
+    clip,
+    current_operation,
+    enter,
+    leave,
+)
+from batchbridge.providers.settings import ProviderSettings
+from batchbridge.redact import REDACTED, scrub
 
 
 class Capabilities(BaseModel):
@@ -72,6 +126,31 @@ class StatusReport(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)  # small provider facts collect() may need
 
 
+S = TypeVar("S", bound=ProviderSettings)
+
+# Entry points run as operations, and the phase each belongs to.
+_ENTRY_POINTS: dict[str, Phase] = {
+    "submit": Phase.SUBMIT,
+    "check": Phase.STATUS,
+    "confirm_callback": Phase.STATUS,
+    "collect": Phase.RESULTS,
+    "cancel": Phase.CANCEL,
+    "find_submission": Phase.LOOKUP,
+    "cleanup": Phase.CLEANUP,
+}
+_PHASE_WORDS = {
+    Phase.SUBMIT: "submit",
+    Phase.STATUS: "status",
+    Phase.RESULTS: "results",
+    Phase.CANCEL: "cancel",
+    Phase.LOOKUP: "submission lookup",
+    Phase.CLEANUP: "clean-up",
+    Phase.AUTH: "sign-in",
+}
+# What an answer that may have been acted on turns into when it fails (see the submit contract).
+_UNCONFIRMED_IF_IN_DOUBT = (ProviderUnavailableError, ProviderResponseError)
+
+
 class Provider(ABC):
     """Base for every provider adapter.
 
@@ -83,6 +162,16 @@ class Provider(ABC):
     job_model: ClassVar[type[Job]] = Job
     # Per-batch options the client may send as "options" in POST /batches (validated there).
     options_model: ClassVar[type[BaseModel]] = NoOptions
+    # The connection's ``settings``, validated (see :meth:`configured`).
+    settings_model: ClassVar[type[ProviderSettings]] = ProviderSettings
+    # The status-to-error table; a module extends DEFAULT_RULES with its vendor's exceptions.
+    status_rules: ClassVar[StatusRules] = DEFAULT_RULES
+    # Answers that prove the vendor did not act on a request (so a submit they answer is not in doubt).
+    not_taken_statuses: ClassVar[frozenset[int]] = frozenset({401, 429})
+    # Settings that hold secrets (older connections keep some there): scrubbed like credentials.
+    secret_settings: ClassVar[tuple[str, ...]] = ()
+    # Renew an issued token this many seconds before it expires (but use it at least half its life).
+    token_margin_seconds: ClassVar[float] = 60.0
 
     def __init__(
         self,
@@ -94,14 +183,269 @@ class Provider(ABC):
         self.connection = connection
         self.client = client
         self._reload = reload
+        self._configured: dict[type[ProviderSettings], ProviderSettings] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, phase in _ENTRY_POINTS.items():
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_operation", False):
+                setattr(cls, name, _as_operation(phase, method))
+
+    # -- configuration -------------------------------------------------------------------------------
     def reload_connection(self) -> None:
         """Read the connection's secret again, past the container's cache: a provider that refuses
         credentials it took yesterday may be refusing a ticket or key someone has since rotated in the
         secret. A no-op for an adapter built without a loader (tests that hand it a ``Connection``)."""
         if self._reload is not None:
             self.connection = self._reload()
+            self._configured.clear()
 
+    def configured(self, model: type[S]) -> S:
+        """The connection's settings validated by ``model`` (once per connection); a
+        :class:`ConfigurationError` naming each bad setting, never its value, otherwise."""
+        found = self._configured.get(model)
+        if found is None:
+            try:
+                found = model.model_validate(self.connection.settings)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+                )
+                raise ConfigurationError(
+                    f"connection {self.connection.name!r}: invalid settings for "
+                    f"{self.capabilities.name} ({problems})"
+                ) from None
+            self._configured[model] = found
+        assert isinstance(found, model)
+        return found
+
+    @property
+    def base_url(self) -> str:
+        """The connection's ``baseUrl`` without a trailing slash; an http(s) URL or a ConfigurationError."""
+        base = self.connection.base_url.strip().rstrip("/")
+        if not base.startswith(("https://", "http://")):
+            raise ConfigurationError(f"connection {self.connection.name!r}: baseUrl must be an http(s) URL")
+        return base
+
+    # -- what must never be written ------------------------------------------------------------------
+    def secret_values(self) -> list[str]:
+        """Every credential value this adapter knows now: the connection's credentials, secret settings,
+        and the tokens or tickets it holds. :func:`~batchbridge.redact.scrub` removes them from every text
+        an operation raises or yields."""
+        values = [v.get_secret_value() for v in self.connection.credentials.values()]
+        values += [
+            str(self.connection.settings[k]) for k in self.secret_settings if self.connection.settings.get(k)
+        ]
+        # A connection too broken to say which credential it uses holds none live.
+        with contextlib.suppress(BatchBridgeError):
+            values += self.live_credentials()
+        return [v for v in values if v]
+
+    def live_credentials(self) -> list[str]:
+        """Tokens or tickets the adapter holds now (default: the one cached under :meth:`token_key`)."""
+        key = self.token_key()
+        live = TOKENS.live(key) if key is not None else None
+        return [live] if live else []
+
+    # -- issued credentials --------------------------------------------------------------------------
+    def token_key(self) -> Hashable | None:
+        """Where this connection's issued credential is cached; None for a vendor that issues none."""
+        return None
+
+    def fetch_token(self) -> Token:
+        """Obtain a new credential from the vendor (adapters that issue tokens implement this)."""
+        raise ConfigurationError(f"{self.capabilities.title} issues no tokens")
+
+    def credential(self) -> str:
+        """The credential to send now: the cached one, or a new one when it is due for renewal."""
+        key = self.token_key()
+        if key is None:
+            raise ConfigurationError(f"{self.capabilities.title} issues no tokens")
+        return TOKENS.get(key, self.fetch_token)
+
+    def forget_credential(self, used: str) -> None:
+        """The vendor refused ``used``: drop it so the next :meth:`credential` obtains a new one."""
+        key = self.token_key()
+        if key is not None:
+            TOKENS.forget(key, used)
+
+    def authorized(self, attempt: Callable[[str], httpx.Response]) -> httpx.Response:
+        """Run ``attempt`` with the current credential; on a 401 forget it, obtain a new one and repeat
+        once (a 401 means the vendor did not act, so even a submit may be repeated); a second 401 is a
+        :class:`ProviderAuthError`."""
+        used = self.credential()
+        response = attempt(used)
+        if response.status_code != 401:
+            return response
+        self.forget_credential(used)
+        used = self.credential()
+        response = attempt(used)
+        if response.status_code == 401:
+            self.forget_credential(used)
+            problem = self.problem(response)
+            raise ProviderAuthError(
+                f"the vendor refused a fresh credential for connection {self.connection.name!r} "
+                f"({problem.describe()})",
+                code=problem.code,
+            )
+        return response
+
+    def client_credentials_token(
+        self,
+        url: str,
+        *,
+        content: bytes,
+        headers: dict[str, str],
+        read: Callable[[Any], tuple[str, float]],
+    ) -> Token:
+        """The OAuth client-credentials exchange: POST ``content`` to ``url``, check the answer as a
+        sign-in (401/403/4xx refuse the credentials, 404 is a wrong baseUrl), and let ``read`` take the
+        token and its lifetime in seconds from the JSON. The body is never quoted in an error."""
+        started = time.monotonic()
+        response = self.request("POST", url, content=content, headers=headers)
+        self.check_answer(response, Phase.AUTH, step="token request")
+        try:
+            value, expires_in = read(self.read_json(response, auth=True))
+        except ProviderResponseError as exc:
+            raise ProviderResponseError(f"token answer: {exc.message}") from None
+        return Token(value, started + keep_seconds(expires_in, self.token_margin_seconds))
+
+    # -- calls ---------------------------------------------------------------------------------------
+    def request(self, method: str, url: str, *, commit: bool = False, **kwargs: Any) -> httpx.Response:
+        """One HTTP request. ``commit=True`` marks the request that may take effect (the submit): from
+        its answer on, the operation is in doubt unless the status proves the vendor did not act."""
+        operation = current_operation()
+        if operation is not None and commit:
+            operation.committed = True
+        response = send(lambda: self.client.request(method, url, **kwargs), commit=commit)
+        if operation is not None:
+            operation.sent += 1
+            if commit:
+                operation.in_doubt = response.status_code not in self.not_taken_statuses
+        return response
+
+    def read_json(self, response: httpx.Response, *, auth: bool = False) -> Any:
+        """The answer's JSON; ``auth=True`` for credential endpoints, whose bodies are never quoted."""
+        parsed = _parsed(response)
+        return decode_json(response, quote=not auth) if parsed is _NOT_JSON else parsed
+
+    def vendor_problem(self, body: Any, status: int) -> Problem | None:
+        """How the vendor's error body reads; None when ``body`` is not one. The default takes a
+        ``message`` string."""
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return Problem(status, self.http_code(status), clip(body["message"]))
+        return None
+
+    def error_in_success(self, body: Any, status: int) -> Problem | None:
+        """An error body inside a 2xx answer, for vendors that send them (default: none)."""
+        return None
+
+    def http_code(self, status: int) -> str:
+        return f"{self.capabilities.name.upper()}_HTTP_{status}"
+
+    def problem(self, response: httpx.Response) -> Problem:
+        """What an answer says went wrong, as far as its body tells."""
+        body = _parsed(response)
+        found = self.vendor_problem(body, response.status_code) if body not in (None, _NOT_JSON) else None
+        return found or Problem(response.status_code, self.http_code(response.status_code), "")
+
+    def answer_problem(
+        self, response: httpx.Response, phase: Phase, *, ok: frozenset[int] = frozenset({200})
+    ) -> Problem | None:
+        """None for an ``ok`` answer without an error body, else what went wrong."""
+        status = response.status_code
+        if status not in ok:
+            if phase is Phase.AUTH and 200 <= status < 300:
+                return Problem(status, self.http_code(status), "")  # nothing of a sign-in answer is quoted
+            return self.problem(response)
+        if phase is Phase.AUTH:
+            return None
+        body = _parsed(response)
+        return None if body is _NOT_JSON else self.error_in_success(body, status)
+
+    def decide(self, problem: Problem, phase: Phase) -> Rule:
+        """The rule for a vendor's problem in ``phase``; adapters override it for their exceptions."""
+        return self.status_rules.rule(phase, problem.status)
+
+    def check_answer(
+        self,
+        response: httpx.Response,
+        phase: Phase,
+        *,
+        ok: frozenset[int] = frozenset({200}),
+        step: str | None = None,
+    ) -> None:
+        """Return when the answer has an ``ok`` status and no error body; raise what it means otherwise.
+
+        A 429 is :class:`ProviderThrottledError` with the vendor's Retry-After; every other status is
+        decided by :meth:`decide` in this phase.
+        """
+        problem = self.answer_problem(response, phase, ok=ok)
+        if problem is None:
+            return
+        prefix = f"{step}: " if step else ""
+        if problem.status == 429:
+            raise ProviderThrottledError(
+                f"{prefix}throttled ({problem.describe()})", retry_after=retry_after_seconds(response)
+            )
+        error = self.decide(problem, phase).build(problem)
+        if prefix:
+            error.message = prefix + error.message
+            error.args = (error.message,)
+        raise error
+
+    # -- descriptions --------------------------------------------------------------------------------
+    def describe(self, phase: Phase, chunk: ChunkInfo | None) -> str:
+        """How errors of an operation begin, e.g. ``iVvy results (chunk 2, 5f0c...)``."""
+        where = ""
+        if chunk is not None:
+            ref = f", {chunk.provider_ref}" if chunk.provider_ref else ""
+            where = f" (chunk {chunk.index}{ref})"
+        return f"{self.capabilities.title} {_PHASE_WORDS[phase]}{where}"
+
+    def finish_error(self, operation: Operation, exc: BatchBridgeError) -> BatchBridgeError:
+        """The error as it leaves an operation: a submit in doubt becomes unconfirmed, the message is
+        prefixed with the operation and scrubbed of every credential the adapter knows."""
+        if (
+            operation.phase is Phase.SUBMIT
+            and operation.in_doubt
+            and isinstance(exc, _UNCONFIRMED_IF_IN_DOUBT)
+        ):
+            unconfirmed = SubmitUnconfirmedError(
+                f"the request went out and this answer does not prove the vendor refused it: {exc.message}"
+            )
+            unconfirmed.__cause__ = exc
+            exc = unconfirmed
+        elif (
+            operation.phase is Phase.SUBMIT
+            and isinstance(exc, ProviderResponseError)
+            and operation.sent > 0
+            and not operation.committed
+        ):
+            # A garbled answer to a request before the submit went out (a token, a tenant lookup): nothing
+            # was sent, so it is safe to send -- and must not read as an ambiguous submit.
+            unavailable = ProviderUnavailableError(f"before the submit was sent: {exc.message}")
+            unavailable.__cause__ = exc
+            exc = unavailable
+        message = (
+            exc.message if exc.message.startswith(operation.label) else f"{operation.label}: {exc.message}"
+        )
+        exc.message = scrub(message, self.secret_values())
+        exc.args = (exc.message,)
+        return exc
+
+    def finish_outcome(self, outcome: Outcome, secrets: Sequence[str]) -> Outcome:
+        """An outcome as it leaves ``collect``: vendor text in it scrubbed of credentials."""
+        if outcome.error is not None:
+            outcome.error = ErrorInfo(code=outcome.error.code, message=scrub(outcome.error.message, secrets))
+        if outcome.detail:
+            outcome.detail = scrub(outcome.detail, secrets)
+        if outcome.response is not None and secrets:
+            outcome.response = _without(outcome.response, secrets)
+        return outcome
+
+    # -- the interface -------------------------------------------------------------------------------
     @classmethod
     def validate_batch(cls, options: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
         """Checks that need the batch's options and its jobs together; ``[{"field", "message"}]`` problems.
@@ -112,7 +456,13 @@ class Provider(ABC):
 
     @abstractmethod
     def submit(self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]]) -> str:
-        """Send one chunk; return the provider's reference for it. Never retries on its own."""
+        """Send one chunk; return the provider's reference for it. Never retries on its own.
+
+        Raises :class:`ProviderThrottledError` (429), :class:`BatchRejectedError`,
+        :class:`ProviderAuthError` or :class:`ConfigurationError` (documented refusals: nothing taken),
+        :class:`ProviderUnavailableError` only when the submit request provably never went out, and
+        :class:`SubmitUnconfirmedError` for every other failure after it did.
+        """
 
     @abstractmethod
     def check(self, chunk: ChunkInfo) -> StatusReport:
@@ -122,7 +472,8 @@ class Provider(ABC):
     def collect(
         self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]], report: StatusReport | None
     ) -> Iterator[Outcome]:
-        """Yield exactly one outcome per job of the chunk, in job order."""
+        """Yield exactly one outcome per job of the chunk, in job order. A job whose result cannot be
+        told apart from another's is never credited: it is ``not_processed`` with a code saying why."""
 
     def cancel(self, chunk: ChunkInfo) -> bool:
         """Cancel the chunk at the provider; True when the provider confirmed it."""
@@ -142,6 +493,12 @@ class Provider(ABC):
         """
         return None
 
+    def cleanup(self, chunk: ChunkInfo) -> None:
+        """Remove what the provider still keeps for a chunk whose outcomes are recorded, where the
+        connection asks for that (default: nothing to do). The core calls it after the chunk is
+        COLLECTED, best effort: a failure here is logged and changes no outcome."""
+        return
+
     def callback_ref(self, body: Any) -> str | None:
         """The provider reference a callback body names, if the provider's callbacks name one."""
         return None
@@ -149,6 +506,91 @@ class Provider(ABC):
     def confirm_callback(self, chunk: ChunkInfo, body: Any) -> bool:
         """Given a callback body, say whether the chunk really finished (never trust the body alone)."""
         return self.check(chunk).state is not ChunkState.RUNNING
+
+
+_NOT_JSON = object()
+
+
+def _parsed(response: httpx.Response) -> Any:
+    """The answer's JSON, parsed once however many times it is read (``_NOT_JSON`` when it is not)."""
+    cached = getattr(response, "_batchbridge_json", None)
+    if cached is None:
+        try:
+            cached = json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            cached = _NOT_JSON
+        if cached is None:
+            cached = _NULL
+        response._batchbridge_json = cached  # type: ignore[attr-defined]
+    return None if cached is _NULL else cached
+
+
+_NULL = object()
+
+
+@contextlib.contextmanager
+def _running(provider: Provider, operation: Operation) -> Iterator[None]:
+    """Run a step of an operation: in its context, its errors finished on the way out."""
+    token = enter(operation)
+    try:
+        yield
+    except BatchBridgeError as exc:
+        final = provider.finish_error(operation, exc)
+        if final is exc:
+            raise
+        raise final from exc
+    finally:
+        leave(token)
+
+
+def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an entry point so it runs as an operation (see the module doc)."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(self: Provider, chunk: ChunkInfo, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            operation = Operation(self.describe(phase, chunk), phase)
+            inner = method(self, chunk, *args, **kwargs)
+            secrets: list[str] | None = None
+            while True:
+                with _running(self, operation):
+                    try:
+                        item = next(inner)
+                    except StopIteration:
+                        return
+                if isinstance(item, Outcome):
+                    if secrets is None:
+                        secrets = self.secret_values()
+                    item = self.finish_outcome(item, secrets)
+                yield item
+
+        generator._operation = True  # type: ignore[attr-defined]
+        return generator
+
+    @functools.wraps(method)
+    def call(self: Provider, chunk: ChunkInfo, *args: Any, **kwargs: Any) -> Any:
+        with _running(self, Operation(self.describe(phase, chunk), phase)):
+            return method(self, chunk, *args, **kwargs)
+
+    call._operation = True  # type: ignore[attr-defined]
+    return call
+
+
+def _without(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` with every exact secret in its strings replaced (vendor responses kept on outcomes)."""
+    text = json.dumps(value, default=str)
+    if not any(s in text for s in secrets if len(s) >= 6):
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if len(secret) >= 6:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {k: _without(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without(v, secrets) for v in value]
+    return value
 
 
 _REGISTRY: dict[str, type[Provider]] = {}

@@ -1,32 +1,40 @@
 """iVvy: any API action, run as an asynchronous batch of up to 200 jobs.
 
-Dialect, in short (see ``PROVIDERS.md`` §1):
+Dialect, in short (``docs/providers/ivvy.md`` has the whole of it):
 
 * Every call is a signed ``POST {baseUrl}/api/1.0/{namespace}?action={action}`` with a JSON body
   (HMAC-SHA1, :mod:`batchbridge.providers.ivvy_signing`). There is no token, so nothing is cached
   across invocations.
 * ``batch?action=run`` takes ``{"jobs": [{namespace, action, params}], "callbackUrl"}`` and answers
   ``{"asyncId": <32 hex>}``; ``progress`` answers ``{"progress": 0..100}``; ``results`` answers one
-  result per job, in job order, each holding that action's own response or its own error body.
-* Errors are ``{errorCode, message, specificCode, additionalMessages}`` with the HTTP status equal to
-  ``errorCode``. The adapter decides on ``specificCode`` where iVvy documents one, else on the status.
+  result per job, each echoing the job's ``request`` and holding that action's own response or error body.
+* Errors are ``{errorCode, message, specificCode, additionalMessages}``. An error body is one whatever
+  HTTP status carries it (a 200 included), and ``errorCode`` -- which may be one of iVvy's own 460-463 --
+  is what the adapter decides on, then ``specificCode`` where iVvy documents one.
 * Results are kept for two days. There is no cancel.
 
-Error mapping:
+Error mapping (the shared table, with iVvy's exceptions):
 
 ==========================================  ===================================================
 iVvy answer                                 BatchBridge error
 ==========================================  ===================================================
 429                                         ProviderThrottledError (with Retry-After)
-5xx, connection refused                     ProviderUnavailableError
+5xx, 460 unknown, 461 failed request        ProviderUnavailableError (retried); on a submit that
+                                            went out, SubmitUnconfirmedError (never resent)
 401, 403, 462 session expired, 463 revoked  ProviderAuthError (names the specificCode, e.g. 23005)
 submit: any other 4xx (24092, 24093,        BatchRejectedError, code ``IVVY_<specificCode>``
 24091, 24448, ...)
+404 without an iVvy error body              ConfigurationError (no iVvy API at that baseUrl)
 progress: 24105 could not find batch        ResultsExpiredError (the batch is gone)
 results: 24115 could not find batch         ResultsExpiredError
 results: 24114 batch job not completed      ProviderUnavailableError (retried: see ``collect``)
 a body outside the documented shape         ProviderResponseError
 ==========================================  ===================================================
+
+460 and 461 are listed by iVvy with no more words than "Unknown" and "Failed Request". Neither says the
+request was refused for its content (400) or its credentials (401, 403, 462, 463), so both are read as
+failures on iVvy's side, like a 5xx: a read is asked again, and a submit that got one may or may not
+have saved the batch.
 """
 
 from __future__ import annotations
@@ -43,10 +51,8 @@ from pydantic import Field, StrictStr, field_validator
 
 from batchbridge import limits
 from batchbridge.errors import (
-    BatchRejectedError,
     ConfigurationError,
     ProviderAuthError,
-    ProviderJobFailedError,
     ProviderResponseError,
     ProviderUnavailableError,
     ResultsExpiredError,
@@ -54,8 +60,10 @@ from batchbridge.errors import (
 from batchbridge.models import ChunkState, ErrorInfo, Outcome, OutcomeKind
 from batchbridge.observability import logger
 from batchbridge.providers.base import Capabilities, ChunkInfo, Job, Provider, StatusReport, register
-from batchbridge.providers.http import expect_dict, json_body, raise_for_transient, send
+from batchbridge.providers.http import expect_dict
 from batchbridge.providers.ivvy_signing import API_VERSION, signed_headers
+from batchbridge.providers.protocol import Phase, Problem, Rule, clip
+from batchbridge.providers.values import PortableObject
 
 MAX_JOBS_PER_RUN = 200
 RETENTION_SECONDS = 2 * 24 * 3600  # "the data will not be available after 2 days"
@@ -66,14 +74,16 @@ BATCH_NOT_FOUND_PROGRESS = 24105
 BATCH_NOT_COMPLETED = 24114
 BATCH_NOT_FOUND_RESULTS = 24115
 AUTH_STATUSES = frozenset({401, 403, 462, 463})  # 462 session expired, 463 key revoked
+SERVER_SIDE_STATUSES = frozenset({460, 461})  # "Unknown", "Failed Request"
+UNKNOWN_STATUS = 460
 
 NO_RESULT = "IVVY_NO_RESULT"
+AMBIGUOUS_RESULT = "IVVY_AMBIGUOUS_RESULT"
 NO_RESPONSE = "IVVY_NO_RESPONSE"
 JOB_FAILED = "IVVY_JOB_FAILED"
 
 _ASYNC_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
-_MAX_MESSAGE = 1000  # longest vendor text copied into an error message
 MAX_KEPT_RESPONSE_BYTES = 8 * 1024  # a per-job response larger than this is not copied into the outcome
 
 
@@ -81,14 +91,40 @@ MAX_KEPT_RESPONSE_BYTES = 8 * 1024  # a per-job response larger than this is not
 class IvvyJob(Job):
     """One iVvy API call inside a batch: ``namespace``, ``action`` and the action's ``params``.
 
-    Example: ``{"clientRef": "s-1", "namespace": "venue", "action": "addOrUpdateBookingSession",
-    "params": {"spaceVenueId": 1, "bookingId": 15722, "contactId": 10, "name": "Keynote",
-    "startDate": "2026-03-02"}}``. ``params`` are the action's own and pass through untouched.
+    ``params`` are the action's own and pass through untouched; they must be portable JSON (no NaN or
+    Infinity, integers of at most 15 digits). iVvy echoes them back with each result, which is how a
+    result is matched to its job.
     """
 
-    namespace: StrictStr = Field(min_length=1, max_length=64, pattern=_NAME)
-    action: StrictStr = Field(min_length=1, max_length=128, pattern=_NAME)
-    params: dict[str, Any] = Field(default_factory=dict)
+    namespace: StrictStr = Field(
+        min_length=1, max_length=64, pattern=_NAME, description="the iVvy namespace, e.g. 'venue'"
+    )
+    action: StrictStr = Field(
+        min_length=1,
+        max_length=128,
+        pattern=_NAME,
+        description="the action in that namespace, e.g. 'addOrUpdateBookingSession'",
+    )
+    params: PortableObject = Field(default_factory=dict, description="the action's own parameters")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "clientRef": "s-1",
+                    "namespace": "venue",
+                    "action": "addOrUpdateBookingSession",
+                    "params": {
+                        "spaceVenueId": 1,
+                        "bookingId": 15722,
+                        "contactId": 10,
+                        "name": "Keynote",
+                        "startDate": "2026-03-02",
+                    },
+                }
+            ]
+        }
+    }
 
     @field_validator("namespace")
     @classmethod
@@ -103,19 +139,19 @@ class IvvyJob(Job):
 class IvvyError:
     """iVvy's ``{errorCode, message, specificCode, additionalMessages}``, as far as it is present."""
 
-    status: int | None = None  # HTTP status, for top-level errors
     error_code: int | None = None
     specific_code: int | None = None
     message: str = ""
     additional: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_body(cls, body: Any, status: int | None = None) -> IvvyError:
-        error = cls(status=status)
-        if not isinstance(body, dict):
-            return error
-        error.error_code = _as_int(body.get("errorCode"))
-        error.specific_code = _as_int(body.get("specificCode"))
+    def from_body(cls, body: Any) -> IvvyError | None:
+        """The error a body holds, or None when it is not an iVvy error body."""
+        if not isinstance(body, dict) or (body.get("errorCode") is None and body.get("specificCode") is None):
+            return None
+        error = cls(
+            error_code=_as_int(body.get("errorCode")), specific_code=_as_int(body.get("specificCode"))
+        )
         message = body.get("message")
         if isinstance(message, str):
             error.message = message.strip()
@@ -130,21 +166,12 @@ class IvvyError:
             error.additional = [f"{k}: {v}" for k, v in extra.items()]
         return error
 
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> IvvyError:
-        try:
-            body = json.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        return cls.from_body(body, response.status_code)
-
     @property
     def code(self) -> str:
-        """``IVVY_<specificCode>``, else ``IVVY_HTTP_<status or errorCode>``."""
+        """``IVVY_<specificCode>``, else ``IVVY_HTTP_<errorCode>``."""
         if self.specific_code is not None:
             return f"IVVY_{self.specific_code}"
-        status = self.error_code if self.error_code is not None else self.status
-        return f"IVVY_HTTP_{status}" if status is not None else JOB_FAILED
+        return f"IVVY_HTTP_{self.error_code}" if self.error_code is not None else JOB_FAILED
 
     @property
     def text(self) -> str:
@@ -152,16 +179,18 @@ class IvvyError:
         text = self.message or "iVvy gave no message"
         if self.additional:
             text += f" ({'; '.join(self.additional)})"
-        return _clip(text)
+        return clip(text)
 
-    def describe(self) -> str:
-        """For exception messages: ``HTTP 400, specificCode 24092: Incorrect job format (...)``."""
-        parts = []
-        if self.status is not None:
-            parts.append(f"HTTP {self.status}")
+    def problem(self, status: int) -> Problem:
+        """As a :class:`Problem`: decided on ``errorCode`` when it is an error status, else on ``status``
+        when that is one, else as iVvy's 460 "unknown"."""
+        decided = self.error_code if self.error_code is not None and self.error_code >= 400 else status
+        if decided < 400:
+            decided = UNKNOWN_STATUS
+        words = self.text
         if self.specific_code is not None:
-            parts.append(f"specificCode {self.specific_code}")
-        return f"{', '.join(parts)}: {self.text}" if parts else self.text
+            words = f"specificCode {self.specific_code}: {words}"
+        return Problem(decided, self.code, words, detail=self.specific_code)
 
 
 def _as_int(value: Any) -> int | None:
@@ -174,18 +203,6 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def _is_error_body(response: dict[str, Any]) -> bool:
-    return (
-        response.get("errorCode") is not None
-        or response.get("specificCode") is not None
-        or response.get("success") is False
-    )
-
-
 def _small(value: Any) -> tuple[Any, str | None]:
     """The value when its JSON is small enough to keep in an outcome, else None and a note saying so."""
     size = len(json.dumps(value, separators=(",", ":"), default=str))
@@ -195,6 +212,11 @@ def _small(value: Any) -> tuple[Any, str | None]:
 
 
 # --- the adapter ------------------------------------------------------------------------------------
+_EXPIRED = Rule(
+    ResultsExpiredError, "iVvy can no longer find this batch; its jobs' outcomes cannot be learned"
+)
+
+
 @register
 class IvvyProvider(Provider):
     """iVvy batches: ``batch?action=run`` / ``progress`` / ``results``, signed with the connection's
@@ -218,20 +240,45 @@ class IvvyProvider(Provider):
     )
     job_model: ClassVar[type[Job]] = IvvyJob
 
+    # -- dialect: answers ----------------------------------------------------------------------------
+    def vendor_problem(self, body: Any, status: int) -> Problem | None:
+        error = IvvyError.from_body(body)
+        return error.problem(status) if error is not None else None
+
+    def error_in_success(self, body: Any, status: int) -> Problem | None:
+        return self.vendor_problem(body, status)  # an iVvy error body is one whatever the status
+
+    def decide(self, problem: Problem, phase: Phase) -> Rule:
+        if problem.status in AUTH_STATUSES:
+            hint = " (check the clock: iVvy allows five minutes)" if problem.detail == STALE_REQUEST else ""
+            return Rule(
+                ProviderAuthError,
+                f"iVvy refused the credentials of connection {self.connection.name!r}{hint}",
+            )
+        if problem.status in SERVER_SIDE_STATUSES:
+            return Rule(ProviderUnavailableError, "iVvy failed on its side")
+        if problem.status == 404 and problem.code == self.http_code(404):
+            return Rule(
+                ConfigurationError,
+                f"no iVvy API there; check the baseUrl of connection {self.connection.name!r}",
+            )
+        if phase is Phase.STATUS and problem.detail == BATCH_NOT_FOUND_PROGRESS:
+            return _EXPIRED
+        if phase is Phase.RESULTS and problem.detail == BATCH_NOT_FOUND_RESULTS:
+            return Rule(
+                ResultsExpiredError, "iVvy no longer holds this batch's results (it keeps them two days)"
+            )
+        return super().decide(problem, phase)
+
     # -- transport -----------------------------------------------------------------------------------
     @property
     def _api_base(self) -> str:
-        base = self.connection.base_url.strip().rstrip("/")
-        if not base.startswith(("https://", "http://")):
-            raise ConfigurationError(
-                f"connection {self.connection.name!r}: baseUrl must be an http(s) URL, e.g. "
-                "https://api.ap-southeast-2.ivvy.com"
-            )
+        base = self.base_url
         suffix = f"/api/{API_VERSION}"
         return base if base.endswith(suffix) else base + suffix
 
     def _post(
-        self, namespace: str, action: str, body: dict[str, Any], *, what: str, safe_to_repeat: bool = True
+        self, namespace: str, action: str, body: dict[str, Any], *, commit: bool = False
     ) -> httpx.Response:
         """One signed call. The exact bytes sent are the bytes signed."""
         url = httpx.URL(f"{self._api_base}/{namespace}", params={"action": action})
@@ -243,49 +290,22 @@ class IvvyProvider(Provider):
             request_uri=url.raw_path.decode("ascii"),
         )
         headers["Accept"] = "application/json"
-        return send(
-            lambda: self.client.post(url, content=content, headers=headers),
-            what=what,
-            safe_to_repeat=safe_to_repeat,
-        )
+        return self.request("POST", str(url), content=content, headers=headers, commit=commit)
 
-    def _raise_common(self, response: httpx.Response, *, what: str) -> IvvyError | None:
-        """Throttling, server errors and refused credentials; any other error body is returned for the
-        caller to interpret, and None means HTTP 2xx."""
-        raise_for_transient(response, what=what)
-        if 200 <= response.status_code < 300:
-            return None
-        error = IvvyError.from_response(response)
-        if response.status_code in AUTH_STATUSES or error.error_code in AUTH_STATUSES:
-            hint = (
-                " (check the clock: iVvy allows five minutes)" if error.specific_code == STALE_REQUEST else ""
-            )
-            raise ProviderAuthError(
-                f"{what}: iVvy refused the credentials of connection {self.connection.name!r} "
-                f"({error.describe()}){hint}"
-            )
-        if response.status_code == 404 and error.error_code is None:
-            raise ConfigurationError(
-                f"{what}: no iVvy API at {response.request.url.copy_with(query=None)} (HTTP 404); "
-                f"check the baseUrl of connection {self.connection.name!r}"
-            )
-        return error
-
-    def _async_body(self, chunk: ChunkInfo, *, what: str) -> dict[str, str]:
+    def _async_body(self, chunk: ChunkInfo) -> dict[str, str]:
         if not chunk.provider_ref:
-            raise ConfigurationError(f"{what}: chunk {chunk.index} has no iVvy asyncId")
+            raise ConfigurationError(f"chunk {chunk.index} has no iVvy asyncId")
         return {"async": chunk.provider_ref}
 
     # -- submit --------------------------------------------------------------------------------------
     def submit(self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]]) -> str:
         """``batch?action=run`` with the chunk's jobs; returns iVvy's asyncId.
 
-        ``clientRef`` stays with BatchBridge. The call is not repeated on a lost answer (the transport
-        error escapes for the core to record as ambiguous). Every documented refusal (24092 incorrect
-        job format, 24093 empty job parameter, 24091 not saved, 24448 over 200 jobs) and any other 4xx
-        rejects the chunk as :class:`BatchRejectedError` with code ``IVVY_<specificCode>``.
+        ``clientRef`` stays with BatchBridge. Every documented refusal (24092 incorrect job format, 24093
+        empty job parameter, 24091 not saved, 24448 over 200 jobs) and any other 4xx rejects the chunk as
+        :class:`BatchRejectedError` with code ``IVVY_<specificCode>``. An accepting answer without the
+        documented 32-hex asyncId is unconfirmed: the batch may exist at iVvy.
         """
-        what = f"iVvy batch run (chunk {chunk.index})"
         body: dict[str, Any] = {
             "jobs": [
                 {"namespace": job["namespace"], "action": job["action"], "params": job.get("params") or {}}
@@ -294,19 +314,13 @@ class IvvyProvider(Provider):
         }
         if chunk.callback_url:
             body["callbackUrl"] = chunk.callback_url
-        response = self._post("batch", "run", body, what=what, safe_to_repeat=False)
-        error = self._raise_common(response, what=what)
-        if error is not None:
-            if 400 <= response.status_code < 500:
-                raise BatchRejectedError(
-                    f"{what}: iVvy refused the jobs ({error.describe()})", code=error.code
-                )
-            raise ProviderResponseError(f"{what}: unexpected {error.describe()}")
-        data = expect_dict(json_body(response, what=what), what=what)
+        response = self._post("batch", "run", body, commit=True)
+        self.check_answer(response, Phase.SUBMIT)
+        data = expect_dict(self.read_json(response))
         async_id = data.get("asyncId")
         if not isinstance(async_id, str) or not _ASYNC_ID.match(async_id):
             raise ProviderResponseError(
-                f"{what}: asyncId {str(async_id)[:80]!r} is not the documented 32 hex characters"
+                f"asyncId {str(async_id)[:80]!r} is not the documented 32 hex characters"
             )
         return async_id.lower()
 
@@ -318,18 +332,9 @@ class IvvyProvider(Provider):
         find (24105) was issued by iVvy itself, so it is gone (past its two-day retention, or removed):
         :class:`ResultsExpiredError`, terminal.
         """
-        what = f"iVvy batch progress (chunk {chunk.index}, asyncId {chunk.provider_ref})"
-        response = self._post("batch", "progress", self._async_body(chunk, what=what), what=what)
-        error = self._raise_common(response, what=what)
-        if error is not None:
-            if error.specific_code == BATCH_NOT_FOUND_PROGRESS:
-                raise ResultsExpiredError(
-                    f"{what}: iVvy can no longer find this batch ({error.describe()}); "
-                    "its jobs' outcomes cannot be learned"
-                )
-            raise ProviderJobFailedError(f"{what}: iVvy refused the progress request ({error.describe()})")
-        data = expect_dict(json_body(response, what=what), what=what)
-        progress = _progress(data, what=what)
+        response = self._post("batch", "progress", self._async_body(chunk))
+        self.check_answer(response, Phase.STATUS)
+        progress = _progress(expect_dict(self.read_json(response)))
         state = ChunkState.COMPLETED if progress >= 100 else ChunkState.RUNNING
         return StatusReport(
             state=state,
@@ -339,31 +344,25 @@ class IvvyProvider(Provider):
         )
 
     # -- results -------------------------------------------------------------------------------------
-    def _results(self, chunk: ChunkInfo, *, what: str) -> dict[str, Any] | None:
+    def _results(self, chunk: ChunkInfo) -> dict[str, Any] | None:
         """The results answer, or None while iVvy says the batch has not completed (24114)."""
-        response = self._post("batch", "results", self._async_body(chunk, what=what), what=what)
-        error = self._raise_common(response, what=what)
-        if error is not None:
-            if error.specific_code == BATCH_NOT_FOUND_RESULTS:
-                raise ResultsExpiredError(
-                    f"{what}: iVvy no longer holds this batch's results ({error.describe()}); "
-                    "they are kept for two days"
-                )
-            if error.specific_code == BATCH_NOT_COMPLETED:
-                logger.info("iVvy batch not completed yet", extra={"chunk": chunk.index})
-                return None
-            raise ProviderJobFailedError(f"{what}: iVvy refused the results request ({error.describe()})")
-        data = expect_dict(json_body(response, what=what), what=what)
+        response = self._post("batch", "results", self._async_body(chunk))
+        problem = self.answer_problem(response, Phase.RESULTS)
+        if problem is not None and problem.detail == BATCH_NOT_COMPLETED:
+            logger.info("iVvy batch not completed yet", extra={"chunk": chunk.index})
+            return None
+        self.check_answer(response, Phase.RESULTS)
+        data = expect_dict(self.read_json(response))
         results = data.get("results")
         if not isinstance(results, list):
-            raise ProviderResponseError(f"{what}: the answer has no results list (fields: {sorted(data)})")
+            raise ProviderResponseError(f"the answer has no results list (fields: {sorted(data)})")
         answered = data.get("asyncId")
         if (
             isinstance(answered, str)
             and chunk.provider_ref
             and answered.lower() != chunk.provider_ref.lower()
         ):
-            raise ProviderResponseError(f"{what}: asked for batch {chunk.provider_ref}, got {answered}")
+            raise ProviderResponseError(f"asked for batch {chunk.provider_ref}, got {answered[:64]}")
         return data
 
     def collect(
@@ -371,48 +370,42 @@ class IvvyProvider(Provider):
     ) -> Iterator[Outcome]:
         """One outcome per job from ``batch?action=results``.
 
-        * Results come in job order, so ``results[i]`` belongs to ``jobs[i]``. Each pairing is checked:
-          a result naming another namespace or action means the order cannot be trusted, and the
-          chunk's results are refused as :class:`ProviderResponseError` rather than misattributed.
-        * Fewer results than jobs: the jobs without one are ``not_processed`` (``IVVY_NO_RESULT``).
-          More results than jobs: kept only if every result paired with a job echoes that job's own
-          request (so the order is proven), the extras are then logged and ignored; otherwise the
-          chunk is refused as :class:`ProviderResponseError`.
+        * Each result is matched to its job by what it echoes: its namespace, action and ``request`` must
+          equal the job's. Order is not trusted. Jobs that sent the very same request share that
+          request's results in order, when there are exactly as many as jobs.
+        * A job no result echoes is ``not_processed`` (``IVVY_NO_RESULT``). A request echoed more often
+          than it was sent, or less, is ``not_processed`` for every job that sent it
+          (``IVVY_AMBIGUOUS_RESULT``) unless the extra results all say the same: then they are one
+          result, repeated. A result that echoes no job is logged and ignored.
         * A response that is an iVvy error body (``errorCode`` or ``specificCode``, or ``success:
           false``) fails the job with ``IVVY_<specificCode>`` and iVvy's message plus its additional
           messages; any other response succeeds, with ``providerRef`` from its ``id``.
         * 24114 (not completed) after progress said 100 is iVvy catching up: it is raised as
-          :class:`ProviderUnavailableError` so the workflow's Retry backs off and asks again, instead
-          of the batch failing or being reported before its results exist.
+          :class:`ProviderUnavailableError` so the workflow's Retry backs off and asks again.
         * 24115 (gone) raises :class:`ResultsExpiredError`: the core records the chunk's jobs as
           ``not_processed``.
         """
-        what = f"iVvy batch results (chunk {chunk.index}, asyncId {chunk.provider_ref})"
-        data = self._results(chunk, what=what)
+        data = self._results(chunk)
         if data is None:
             raise ProviderUnavailableError(
-                f"{what}: iVvy says the batch has not completed yet (specificCode {BATCH_NOT_COMPLETED}); "
+                f"iVvy says the batch has not completed yet (specificCode {BATCH_NOT_COMPLETED}); "
                 "asking again later"
             )
-        results = data["results"]
-        _check_alignment(results, jobs, what=what)
+        matched = match_results(data["results"], jobs)
         for i, job in enumerate(jobs):
             index = chunk.first_job_index + i
             client_ref = job.get("clientRef")
-            if i >= len(results):
+            found = matched[i]
+            if isinstance(found, dict):
+                yield _outcome(index, client_ref, found)
+            else:
+                code, message = found
                 yield Outcome(
                     index=index,
                     client_ref=client_ref,
                     outcome=OutcomeKind.NOT_PROCESSED,
-                    error=ErrorInfo(
-                        code=NO_RESULT,
-                        message=(
-                            f"iVvy returned {len(results)} results for {len(jobs)} jobs; none for this one"
-                        ),
-                    ),
+                    error=ErrorInfo(code=code, message=message),
                 )
-                continue
-            yield _outcome(index, client_ref, results[i])
 
     def callback_ref(self, body: Any) -> str | None:
         """iVvy posts ``{asyncId, results}``: the asyncId names the chunk."""
@@ -431,47 +424,93 @@ class IvvyProvider(Provider):
                     extra={"chunk": chunk.index, "asyncId": named[:64]},
                 )
                 return False
-        what = f"iVvy callback confirmation (chunk {chunk.index}, asyncId {chunk.provider_ref})"
-        return self._results(chunk, what=what) is not None
+        return self._results_ready(chunk)
+
+    def _results_ready(self, chunk: ChunkInfo) -> bool:
+        response = self._post("batch", "results", self._async_body(chunk))
+        problem = self.answer_problem(response, Phase.RESULTS)
+        if problem is not None and problem.detail == BATCH_NOT_COMPLETED:
+            return False
+        self.check_answer(response, Phase.RESULTS)
+        return True
 
 
-def _progress(data: dict[str, Any], *, what: str) -> float:
+def _progress(data: dict[str, Any]) -> float:
     value = data.get("progress")
     if isinstance(value, bool) or not isinstance(value, int | float):
         shown = "missing" if "progress" not in data else f"{value!r:.60}"
-        raise ProviderResponseError(f"{what}: progress is {shown}, not a number from 0 to 100")
+        raise ProviderResponseError(f"progress is {shown}, not a number from 0 to 100")
     progress = float(value)
     if not math.isfinite(progress) or not 0 <= progress <= 100:
-        raise ProviderResponseError(f"{what}: progress {value!r} is outside 0 to 100")
+        raise ProviderResponseError(f"progress {value!r} is outside 0 to 100")
     return progress
 
 
-def _check_alignment(results: list[Any], jobs: Sequence[dict[str, Any]], *, what: str) -> None:
-    """Refuse results whose order cannot be matched to the jobs (see :meth:`IvvyProvider.collect`)."""
-    for i, (result, job) in enumerate(zip(results, jobs, strict=False)):
-        if not isinstance(result, dict):
-            raise ProviderResponseError(f"{what}: result {i} is a {type(result).__name__}, not an object")
-        for key in ("namespace", "action"):
-            got = result.get(key)
-            if got is not None and str(got).lower() != str(job[key]).lower():
-                raise ProviderResponseError(
-                    f"{what}: result {i} is for {key} {str(got)[:60]!r} but job {i} has {job[key]!r}; "
-                    "the results cannot be matched to the jobs"
-                )
-    if len(results) > len(jobs):
-        proven = all(
-            result.get("request") == (job.get("params") or {})
-            for result, job in zip(results, jobs, strict=False)
-        )
-        if not proven:
-            raise ProviderResponseError(
-                f"{what}: iVvy returned {len(results)} results for {len(jobs)} jobs and their requests "
-                "do not match the jobs in order; the results cannot be matched to the jobs"
-            )
+def _echo_key(namespace: Any, action: Any, request: Any) -> str:
+    """What a result must echo to belong to a job: namespace and action (iVvy's names are not case
+    sensitive) and the request, compared as canonical JSON."""
+    return json.dumps(
+        [str(namespace).lower(), str(action).lower(), request],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+
+
+def match_results(
+    results: list[Any], jobs: Sequence[dict[str, Any]]
+) -> list[dict[str, Any] | tuple[str, str]]:
+    """Per job: its result, or ``(code, reason)`` when none can be told to be its own (see ``collect``)."""
+    wanted: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        wanted.setdefault(_echo_key(job["namespace"], job["action"], job.get("params") or {}), []).append(i)
+    echoed: dict[str, list[dict[str, Any]]] = {}
+    strays = 0
+    for result in results:
+        if not isinstance(result, dict) or "request" not in result:
+            strays += 1
+            continue
+        key = _echo_key(result.get("namespace"), result.get("action"), result.get("request"))
+        if key not in wanted:
+            strays += 1
+            continue
+        echoed.setdefault(key, []).append(result)
+    if strays:
         logger.warning(
-            "iVvy returned more results than jobs; the extra ones are ignored",
-            extra={"jobs": len(jobs), "results": len(results)},
+            "iVvy returned results that echo no job of the chunk; ignored",
+            extra={"count": strays, "results": len(results), "jobs": len(jobs)},
         )
+    matched: list[dict[str, Any] | tuple[str, str]] = [
+        (NO_RESULT, "iVvy returned no result that echoes this job's request") for _ in jobs
+    ]
+    for key, positions in wanted.items():
+        found = echoed.get(key, [])
+        if not found:
+            continue
+        if len(found) != len(positions):
+            distinct = {json.dumps(r.get("response"), sort_keys=True, default=str) for r in found}
+            if len(positions) == 1 and len(distinct) == 1:
+                found = found[:1]  # one result, repeated word for word
+            else:
+                reason = (
+                    f"iVvy returned {len(found)} results for the {len(positions)} "
+                    f"job{'s' if len(positions) > 1 else ''} that sent this request; "
+                    "which is whose cannot be told"
+                )
+                for i in positions:
+                    matched[i] = (AMBIGUOUS_RESULT, reason)
+                continue
+        for i, result in zip(positions, found, strict=True):
+            matched[i] = result
+    return matched
+
+
+def _is_error_body(response: dict[str, Any]) -> bool:
+    return (
+        response.get("errorCode") is not None
+        or response.get("specificCode") is not None
+        or response.get("success") is False
+    )
 
 
 def _outcome(index: int, client_ref: str | None, result: dict[str, Any]) -> Outcome:
@@ -486,12 +525,16 @@ def _outcome(index: int, client_ref: str | None, result: dict[str, Any]) -> Outc
     kept, note = _small(response)
     if isinstance(response, dict) and _is_error_body(response):
         error = IvvyError.from_body(response)
-        message = error.text if (error.message or error.additional) else "iVvy reported the job as failed"
+        if error is None or not (error.message or error.additional):
+            code = error.code if error is not None else JOB_FAILED
+            message = "iVvy reported the job as failed"
+        else:
+            code, message = error.code, error.text
         return Outcome(
             index=index,
             client_ref=client_ref,
             outcome=OutcomeKind.FAILED,
-            error=ErrorInfo(code=error.code, message=message),
+            error=ErrorInfo(code=code, message=message),
             response=kept,
             detail=note,
         )

@@ -1,32 +1,28 @@
 """OS1 Participant Service: batch create and update of participants (drivers, vehicles, ...).
 
-Dialect, in short (see ``PROVIDERS.md`` §4):
+Dialect, in short (``docs/providers/os1.md`` has the whole of it):
 
 * Auth is client credentials: ``POST {base}/core/api/v1/aaa/auth/client-credentials`` with
   ``{"clientId", "clientSecret", "audience"?}`` gives an access token that travels in
-  ``X-COREOS-ACCESS`` (never ``Authorization``). Tokens are cached per connection (module level, so they
-  survive across invocations in one container) for ``expiresIn - 600`` seconds, or half the lifetime
-  when that is longer (short-lived tokens); a 401 on an API call fetches one new token and repeats the
-  call once, then fails with :class:`ProviderAuthError`.
+  ``X-COREOS-ACCESS`` (never ``Authorization``). The provider base caches it per connection for
+  ``expiresIn - 600`` seconds (as the vendor's sample app does), or half its lifetime when that is longer;
+  a 401 on an API call obtains one new token and repeats the call once, then fails.
 * Every request carries a fresh ``X-COREOS-REQUEST-ID`` (uuid4, new for every attempt) and the tenant
-  in ``X-COREOS-TID``; writes also carry ``X-COREOS-ORIGIN-TOKEN`` when the connection has one, and a
-  submit that asks for a callback carries ``X-COREOS-CALLBACK-SECRET`` when the connection has one.
+  in ``X-COREOS-TID``; writes carry ``X-COREOS-ORIGIN-TOKEN`` (documented as required: a connection
+  without an ``originToken`` cannot submit), and a submit that asks for a callback carries
+  ``X-COREOS-CALLBACK-SECRET`` when the connection has one.
 * Submit is ``POST {base}/core/api/v2/participants/{participantType}/batch`` for creates; updates use
   the same path with the method from the connection setting ``updateMethod`` (default ``PUT``; the
   vendor does not document it). Body ``{"payload": [...], "callback": {"url"}}``; answer 202
   ``{"data": {"id": "batch:<uuid>"}, "request": {...}}``.
-* Status is ``GET …/batch/status?batchId=…`` with ``data.meta.status`` in ``queued | processing |
-  completed | failed`` and the per-record results inline (``success[]`` / ``errors[]``, keyed by refID).
-* Every answer is an envelope: ``{"data", "request"}`` or ``{"error": {"code": <12 digits>,
-  "description": <= 256 chars, "additionalInfo": {}}, "request"}``.
-
-Connection: credentials ``clientId``, ``clientSecret`` and optionally ``originToken`` and
-``callbackSecret`` (those two are also read from settings when not among the credentials); settings
-``tenantId`` (required), ``audience`` and ``updateMethod`` (optional).
-
-**refID.** OS1 keys its per-record results by a record reference. BatchBridge takes a job's refID to be
-its ``uniqueCode`` for a create and its ``id`` (``<prefix>:<uuid>``) for an update; results are matched
-to jobs by exact string equality.
+* Status is ``GET …/batch/status?batchId=…`` with ``data.meta.status`` and the per-record results inline
+  (``success[]`` / ``errors[]``, keyed by refID). The status words and what a refID is are not documented:
+  they come from the connection's settings (``runningStatuses``, ``completedStatuses``,
+  ``failedStatuses``, ``createRefField``, ``updateRefField``), the defaults being ``queued``/``processing``,
+  ``completed``, ``failed``, ``uniqueCode`` and ``id``.
+* Every answer is an envelope: ``{"data", "request"}`` or ``{"error": {"code", "description",
+  "additionalInfo"}, "request"}``. The ``request`` echo is not used and not required; an error's code is
+  kept as ``OS1_<code>`` when it is OS1's 12 digits.
 
 **Where jobs are checked.** :class:`OS1Job` validates each job on its own when the batch is posted: it
 must be a create (``uniqueCode`` + ``name``, optional ``owner``) or an update (``id``) and never a mix.
@@ -44,11 +40,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -68,17 +62,19 @@ from pydantic import (
 from batchbridge.errors import (
     BatchRejectedError,
     ConfigurationError,
-    ProviderAuthError,
-    ProviderJobFailedError,
     ProviderResponseError,
-    ProviderUnavailableError,
-    ResultsExpiredError,
     UnknownProviderStatusError,
 )
 from batchbridge.models import ChunkState, ErrorInfo, Outcome, OutcomeKind
 from batchbridge.observability import logger
+from batchbridge.providers.auth import Token, clear_token_cache
 from batchbridge.providers.base import Capabilities, ChunkInfo, Job, Provider, StatusReport, register
-from batchbridge.providers.http import expect_dict, json_body, raise_for_transient, send
+from batchbridge.providers.http import expect_dict
+from batchbridge.providers.protocol import Phase, Problem, Rule, clip
+from batchbridge.providers.settings import ProviderSettings
+from batchbridge.providers.values import PortableObject
+
+__all__ = ["OS1Provider", "clear_token_cache", "parse_error", "parse_status", "parse_success", "plan_chunk"]
 
 AUTH_PATH = "/core/api/v1/aaa/auth/client-credentials"
 BATCH_PATH = "/core/api/v2/participants/{type}/batch"
@@ -95,11 +91,10 @@ MAX_POLL_SECONDS = 300
 MAX_JOBS_PER_SUBMIT = 1024  # the sibling container API's cap; the participant cap is not published
 TOKEN_MARGIN_SECONDS = 600  # the vendor's sample app renews this long before expiry
 DEFAULT_UPDATE_METHOD = "PUT"
-UPDATE_METHODS = frozenset({"PUT", "POST", "PATCH"})
-
-RUNNING_STATUSES = frozenset({"queued", "processing"})
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
-DOCUMENTED_STATUSES = RUNNING_STATUSES | TERMINAL_STATUSES
+DEFAULT_REF_FIELDS = {"create": "uniqueCode", "update": "id"}
+DEFAULT_RUNNING = ("queued", "processing")
+DEFAULT_COMPLETED = ("completed",)
+DEFAULT_FAILED = ("failed",)
 
 RECORD_FAILED = "OS1_RECORD_FAILED"
 NOT_REPORTED = "OS1_NOT_REPORTED"
@@ -111,7 +106,8 @@ BATCH_FAILED = "OS1_BATCH_FAILED"
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PARTICIPANT_ID_PATTERN = rf"^[A-Za-z][A-Za-z0-9_-]{{0,63}}:{_UUID}$"
 SAFE_SEGMENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
-_MAX_MESSAGE = 1000  # longest vendor text copied into an error message
+_CODE = re.compile(r"^[0-9]{12}$")
+_WORD = r"^[A-Za-z][A-Za-z0-9_ -]{0,63}$"
 
 
 def vendor_code(code: str) -> str:
@@ -126,13 +122,31 @@ class OS1Job(Job):
     own and is never sent to OS1. Fields go by their documented names only (``uniqueCode``, not
     ``unique_code``), so what the client sent is exactly what OS1 gets."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "clientRef": "d-1",
+                    "uniqueCode": "DRV-0001",
+                    "name": "Driver One",
+                    "properties": {"city": "Pune"},
+                },
+                {
+                    "clientRef": "d-2",
+                    "id": "driver:8e0f7c1a-1d1b-4d5e-9a53-2f1f6f4e9b10",
+                    "properties": {"city": "Goa"},
+                },
+            ]
+        },
+    )
 
     unique_code: StrictStr | None = Field(default=None, alias="uniqueCode", min_length=1, max_length=256)
     name: StrictStr | None = Field(default=None, min_length=1, max_length=256)
     owner: StrictStr | None = Field(default=None, min_length=1, max_length=256)
     id: StrictStr | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: PortableObject = Field(default_factory=dict, description="the participant's properties")
 
     @field_validator("id")
     @classmethod
@@ -172,12 +186,9 @@ class OS1Job(Job):
     def operation(self) -> Literal["create", "update"]:
         return "update" if self.id is not None else "create"
 
-    @property
-    def ref_id(self) -> str:
-        """OS1's reference for this record in its results: uniqueCode for a create, id for an update."""
-        value = self.id if self.id is not None else self.unique_code
-        assert value is not None  # guaranteed by _one_shape
-        return value
+    def ref_value(self, field: str) -> str | None:
+        """The value of ``field`` (``uniqueCode``, ``name`` or ``id``) that OS1's results would name."""
+        return {"uniqueCode": self.unique_code, "name": self.name, "id": self.id}.get(field)
 
     def payload(self) -> dict[str, Any]:
         if self.id is not None:
@@ -212,73 +223,123 @@ class OS1Options(BaseModel):
         return value
 
 
+class OS1Settings(ProviderSettings):
+    """An OS1 connection's ``settings`` (see ``docs/providers/os1.md``)."""
+
+    tenant_id: StrictStr = Field(
+        alias="tenantId", min_length=1, max_length=200, description=f"sent as {H_TENANT}"
+    )
+    audience: StrictStr | None = Field(default=None, min_length=1, max_length=500)
+    update_method: Literal["PUT", "POST", "PATCH"] = Field(default="PUT", alias="updateMethod")
+    create_ref_field: Literal["uniqueCode", "name", "index"] = Field(
+        default="uniqueCode", alias="createRefField"
+    )
+    update_ref_field: Literal["id", "index"] = Field(default="id", alias="updateRefField")
+    running_statuses: list[StrictStr] = Field(
+        default=list(DEFAULT_RUNNING), alias="runningStatuses", min_length=1, max_length=20
+    )
+    completed_statuses: list[StrictStr] = Field(
+        default=list(DEFAULT_COMPLETED), alias="completedStatuses", min_length=1, max_length=20
+    )
+    failed_statuses: list[StrictStr] = Field(
+        default=list(DEFAULT_FAILED), alias="failedStatuses", min_length=1, max_length=20
+    )
+    # Older connections keep these two in settings; credentials are where they belong.
+    origin_token: StrictStr | None = Field(default=None, alias="originToken", min_length=1)
+    callback_secret: StrictStr | None = Field(default=None, alias="callbackSecret", min_length=1)
+
+    @field_validator("update_method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _words_apart(self) -> OS1Settings:
+        groups = (self.running_statuses, self.completed_statuses, self.failed_statuses)
+        words = [w for group in groups for w in group]
+        if len(set(words)) != len(words):
+            raise ValueError("runningStatuses, completedStatuses and failedStatuses must not share a word")
+        if any(not re.fullmatch(_WORD, w) for w in words):
+            raise ValueError("status words are 1-64 letters, digits, spaces, '-' or '_'")
+        return self
+
+    def ref_field(self, operation: str) -> str:
+        return self.create_ref_field if operation == "create" else self.update_ref_field
+
+    def state_of(self, status: str) -> ChunkState | None:
+        if status in self.running_statuses:
+            return ChunkState.RUNNING
+        if status in self.completed_statuses:
+            return ChunkState.COMPLETED
+        if status in self.failed_statuses:
+            return ChunkState.FAILED
+        return None
+
+    @property
+    def words(self) -> list[str]:
+        return [*self.running_statuses, *self.completed_statuses, *self.failed_statuses]
+
+
 # --- envelopes --------------------------------------------------------------------------------------
-class _Strict(BaseModel):
+class _Loose(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
-class EnvelopeRequest(_Strict):
-    """The ``request`` echo every OS1 answer carries."""
+class _SuccessEnvelope(_Loose):
+    """``{"data", "request"}``; the ``request`` echo is tolerated in any form and not used."""
 
-    uri: StrictStr
-    method: StrictStr
-    query_string: StrictStr | None = Field(alias="queryString")
-    body: Any
-
-
-class _SuccessEnvelope(_Strict):
     data: Any = Field()
-    request: EnvelopeRequest
 
 
 class VendorError(BaseModel):
-    """OS1's ``error`` object."""
+    """OS1's ``error`` object. Its examples show empty placeholders, so only the presence of ``code``
+    is required; a code that is not OS1's 12 digits is not kept as a code."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
 
-    code: StrictStr = Field(pattern=r"^[0-9]{12}$")
-    description: StrictStr = Field(max_length=256)
-    additional_info: dict[str, Any] = Field(alias="additionalInfo")
+    code: StrictStr
+    description: StrictStr = ""
+    additional_info: Any = Field(default=None, alias="additionalInfo")
 
     def text(self) -> str:
-        return f"OS1 error {self.code}: {self.description}"
+        said = clip(self.description, 256) if self.description.strip() else "no description"
+        return f"OS1 error {self.code}: {said}" if self.code else said
 
 
-class _ErrorEnvelope(_Strict):
+class _ErrorEnvelope(_Loose):
     error: VendorError
-    request: EnvelopeRequest
 
 
-class _TokenData(_Strict):
+class _TokenData(_Loose):
     access_token: StrictStr = Field(alias="accessToken", min_length=1)
     token_type: StrictStr = Field(alias="tokenType")
     expires_in: StrictInt | StrictFloat = Field(alias="expiresIn", gt=0)
 
 
-class _SubmitData(_Strict):
+class _SubmitData(_Loose):
     id: StrictStr = Field(min_length=1)
 
 
-class _Meta(_Strict):
+class _Meta(_Loose):
     status: StrictStr
     success: StrictInt = Field(ge=0)
     failed: StrictInt = Field(ge=0)
     total: StrictInt = Field(ge=0)
 
 
-class _Success(_Strict):
+class _Success(_Loose):
     ref_id: StrictStr = Field(alias="refID")
     id: StrictStr
 
 
-class _Failure(_Strict):
+class _Failure(_Loose):
     ref_id: StrictStr = Field(alias="refID")
     reason: StrictStr
 
 
-class BatchStatusData(_Strict):
+class BatchStatusData(_Loose):
     """``data`` of the status answer. ``success`` and ``errors`` may be absent while the batch runs;
-    a finished batch must carry both lists (checked by :func:`parse_status`)."""
+    a finished batch must carry both lists (checked by :meth:`OS1Provider._fetch_status`)."""
 
     meta: _Meta
     success: list[_Success] | None = None
@@ -296,117 +357,53 @@ def _problems(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def parse_success(body: Any, *, what: str) -> Any:
+def parse_success(body: Any) -> Any:
     """The ``data`` of a ``{"data", "request"}`` envelope; :class:`ProviderResponseError` naming what is
     wrong when the body does not have that shape.
 
-    >>> parse_success({"data": {"id": "x"}, "request": {"uri": "/", "method": "GET",
-    ...                "queryString": "", "body": {}}}, what="t")
+    >>> parse_success({"data": {"id": "x"}, "request": {"uri": "/", "method": "GET"}})
     {'id': 'x'}
     """
-    body = expect_dict(body, what=what)
-    if "error" in body:
-        raise ProviderResponseError(f"{what}: a success status with an error envelope")
+    body = expect_dict(body)
+    if "error" in body and "data" not in body:
+        raise ProviderResponseError("a success status with an error envelope")
     try:
         return _SuccessEnvelope.model_validate(body).data
     except ValidationError as exc:
-        raise ProviderResponseError(
-            f"{what}: the answer breaks OS1's envelope ({_problems(exc, '')})"
-        ) from None
+        raise ProviderResponseError(f"the answer breaks OS1's envelope ({_problems(exc, '')})") from None
 
 
-def parse_error(body: Any, *, what: str) -> VendorError:
+def parse_error(body: Any) -> VendorError:
     """The ``error`` of a ``{"error": {code, description, additionalInfo}, "request"}`` envelope;
     :class:`ProviderResponseError` naming what is wrong when the body does not have that shape."""
-    body = expect_dict(body, what=what)
+    body = expect_dict(body)
     try:
         return _ErrorEnvelope.model_validate(body).error
     except ValidationError as exc:
         raise ProviderResponseError(
-            f"{what}: the error answer breaks OS1's envelope ({_problems(exc, '')})"
+            f"the error answer breaks OS1's envelope ({_problems(exc, '')})"
         ) from None
 
 
-def _data_model[M: BaseModel](model: type[M], data: Any, *, what: str) -> M:
+def _data_model[M: BaseModel](model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ProviderResponseError(
-            f"{what}: the answer breaks OS1's documented shape ({_problems(exc, 'data')})"
+            f"the answer breaks OS1's documented shape ({_problems(exc, 'data')})"
         ) from None
 
 
-def parse_status(body: Any, *, what: str) -> BatchStatusData:
-    """The status answer's ``data``, checked; a finished batch must list ``success`` and ``errors``."""
-    status = _data_model(BatchStatusData, parse_success(body, what=what), what=what)
-    if status.meta.status in TERMINAL_STATUSES:
-        missing = [name for name in ("success", "errors") if getattr(status, name) is None]
-        if missing:
-            raise ProviderResponseError(
-                f"{what}: a {status.meta.status} batch without data.{' or data.'.join(missing)}"
-            )
-    return status
+def parse_status(body: Any) -> BatchStatusData:
+    """The status answer's ``data``, checked against the documented shape."""
+    return _data_model(BatchStatusData, parse_success(body))
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """What an error answer said: OS1's code and words when the envelope held, else the HTTP status."""
-
-    code: str
-    text: str
-
-
-def _problem(response: httpx.Response, *, what: str) -> _Problem:
-    try:
-        error = parse_error(json_body(response, what=what), what=what)
-    except ProviderResponseError as exc:
-        # A 4xx/5xx is still a refusal even when its body is off-shape: keep the status, say why.
-        return _Problem(
-            f"OS1_HTTP_{response.status_code}", _clip(f"HTTP {response.status_code} ({exc.message})")
-        )
-    return _Problem(vendor_code(error.code), f"HTTP {response.status_code}, {error.text()}")
-
-
-# --- token cache ------------------------------------------------------------------------------------
-@dataclass
-class _Token:
-    value: str
-    renew_at: float  # time.monotonic()
-
-
-@dataclass
-class _Slot:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    token: _Token | None = None
-
-
-_tokens: dict[tuple[str, str], _Slot] = {}
-_tokens_lock = threading.Lock()
-
-
-def clear_token_cache() -> None:
-    """Forget every cached token (tests; a rotated secret)."""
-    with _tokens_lock:
-        _tokens.clear()
-
-
-def _slot(key: tuple[str, str]) -> _Slot:
-    with _tokens_lock:
-        return _tokens.setdefault(key, _Slot())
-
-
-def token_keep_seconds(expires_in: float) -> float:
-    """How long to use a token: ``expiresIn - 600`` as the vendor's sample app does, but at least half
-    its lifetime, so a short-lived token is still used (and renewed well before it lapses).
-
-    >>> token_keep_seconds(3600), token_keep_seconds(300)
-    (3000.0, 150.0)
-    """
-    return max(float(expires_in) - TOKEN_MARGIN_SECONDS, float(expires_in) / 2)
+def _read_token(body: Any) -> tuple[str, float]:
+    data = _data_model(_TokenData, parse_success(body))
+    if data.token_type.lower() != "bearer":
+        raise ProviderResponseError("data.tokenType is not Bearer")
+    return data.access_token, float(data.expires_in)
 
 
 # --- the adapter ------------------------------------------------------------------------------------
@@ -424,11 +421,14 @@ class _Planned:
 _EXPECTED = {"create": "uniqueCode and name", "update": "id"}
 
 
-def plan_chunk(jobs: Sequence[dict[str, Any]], operation: str) -> list[_Planned]:
-    """Decide, deterministically from the jobs and the batch's operation, which jobs are sent.
+def plan_chunk(jobs: Sequence[dict[str, Any]], operation: str, ref_field: str = "") -> list[_Planned]:
+    """Decide, deterministically from the jobs and the batch's operation, which jobs are sent and which
+    refID OS1's results will name each by (``ref_field``: a record field, or ``index`` for the record's
+    position in the payload; default ``uniqueCode`` for a create and ``id`` for an update).
 
     ``submit`` and ``collect`` both call this, so they agree on every job without storing anything.
     """
+    ref_field = ref_field or DEFAULT_REF_FIELDS[operation]
     planned: list[_Planned] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(jobs):
@@ -443,13 +443,17 @@ def plan_chunk(jobs: Sequence[dict[str, Any]], operation: str) -> list[_Planned]
             planned.append(
                 _Planned(
                     "shape",
-                    ref_id=job.ref_id,
                     reason=f"the batch's operation is {operation!r} but this job is shaped for "
                     f"{job.operation!r} ({_EXPECTED[operation]} expected)",
                 )
             )
             continue
-        ref = job.ref_id
+        ref = str(len(seen)) if ref_field == "index" else job.ref_value(ref_field)
+        if ref is None:
+            planned.append(
+                _Planned("shape", reason=f"the record has no {ref_field} for OS1's results to name it by")
+            )
+            continue
         if ref in seen:
             planned.append(_Planned("duplicate", ref_id=ref, first=seen[ref]))
             continue
@@ -479,201 +483,130 @@ class OS1Provider(Provider):
     )
     job_model: ClassVar[type[Job]] = OS1Job
     options_model: ClassVar[type[BaseModel]] = OS1Options
-
-    # -- configuration -----------------------------------------------------------------------------
-    @property
-    def _base(self) -> str:
-        return self.connection.base_url.rstrip("/")
-
-    def _setting(self, key: str, default: str | None = None) -> str | None:
-        value = self.connection.settings.get(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(
-                f"connection {self.connection.name!r}: setting {key!r} must be a non-empty string"
-            )
-        return value.strip()
+    settings_model: ClassVar[type[ProviderSettings]] = OS1Settings
+    secret_settings: ClassVar[tuple[str, ...]] = ("originToken", "callbackSecret")
+    token_margin_seconds: ClassVar[float] = TOKEN_MARGIN_SECONDS
 
     @property
-    def _tenant(self) -> str:
-        tenant = self._setting("tenantId")
-        if tenant is None:
-            raise ConfigurationError(
-                f"connection {self.connection.name!r}: setting 'tenantId' is required (sent as {H_TENANT})"
-            )
-        return tenant
+    def config(self) -> OS1Settings:
+        return self.configured(OS1Settings)
 
     def _optional_secret(self, key: str) -> str | None:
-        """A credential that may also sit in settings; never logged."""
+        """A credential that older connections keep in settings; never logged."""
         if key in self.connection.credentials:
             return self.connection.secret(key)
-        return self._setting(key)
-
-    @property
-    def _update_method(self) -> str:
-        method = (self._setting("updateMethod", DEFAULT_UPDATE_METHOD) or DEFAULT_UPDATE_METHOD).upper()
-        if method not in UPDATE_METHODS:
-            raise ConfigurationError(
-                f"connection {self.connection.name!r}: setting 'updateMethod' must be one of "
-                f"{sorted(UPDATE_METHODS)}, not {method!r}"
-            )
-        return method
+        value = getattr(
+            self.config, {"originToken": "origin_token", "callbackSecret": "callback_secret"}[key]
+        )
+        return value if isinstance(value, str) else None
 
     def _options(self, chunk: ChunkInfo) -> OS1Options:
         try:
             return OS1Options.model_validate(chunk.options)
         except ValidationError as exc:
             raise ConfigurationError(
-                f"OS1 chunk {chunk.index}: the batch options are not valid ({_problems(exc, 'options')})"
+                f"the batch options are not valid ({_problems(exc, 'options')})"
             ) from None
 
     def _base_headers(self) -> dict[str, str]:
-        return {H_REQUEST_ID: str(uuid.uuid4()), H_TENANT: self._tenant, "Accept": "application/json"}
+        return {
+            H_REQUEST_ID: str(uuid.uuid4()),
+            H_TENANT: self.config.tenant_id,
+            "Accept": "application/json",
+        }
 
-    # -- auth --------------------------------------------------------------------------------------
-    def _key(self) -> tuple[str, str]:
-        return (self.connection.name, self._base)
+    # -- dialect: answers ----------------------------------------------------------------------------
+    def vendor_problem(self, body: Any, status: int) -> Problem | None:
+        try:
+            error = parse_error(body)
+        except ProviderResponseError:
+            return None
+        code = vendor_code(error.code) if _CODE.match(error.code) else self.http_code(status)
+        return Problem(status, code, error.text())
 
-    def _token(self) -> str:
-        slot = _slot(self._key())
-        with slot.lock:
-            token = slot.token
-            if token is None or token.renew_at <= time.monotonic():
-                token = self._fetch_token()
-                slot.token = token
-            return token.value
+    def decide(self, problem: Problem, phase: Phase) -> Rule:
+        if phase is Phase.SUBMIT and problem.status == 404:
+            return Rule(
+                BatchRejectedError,
+                "OS1 refused the batch; is the participant type one of this tenant's?",
+                True,
+            )
+        if phase is Phase.SUBMIT and problem.status == 405:
+            return Rule(
+                BatchRejectedError,
+                "OS1 refused the method; check the connection's updateMethod setting",
+                True,
+            )
+        return super().decide(problem, phase)
 
-    def _forget_token(self, used: str) -> None:
-        """Drop the cached token if it is still the refused one (another thread may have renewed it)."""
-        slot = _slot(self._key())
-        with slot.lock:
-            if slot.token is not None and slot.token.value == used:
-                slot.token = None
+    # -- auth ----------------------------------------------------------------------------------------
+    def token_key(self) -> Hashable:
+        return ("os1", self.connection.name, self.base_url, self.config.tenant_id)
 
-    def _fetch_token(self) -> _Token:
-        what = "OS1 token"
+    def fetch_token(self) -> Token:
         body: dict[str, str] = {
             "clientId": self.connection.secret("clientId"),
             "clientSecret": self.connection.secret("clientSecret"),
         }
-        audience = self._setting("audience")
-        if audience is not None:
-            body["audience"] = audience
-        url = f"{self._base}{AUTH_PATH}"
-        headers = {**self._base_headers(), "Content-Type": "application/json"}
-        content = json.dumps(body).encode()
-        started = time.monotonic()
-        response = send(lambda: self.client.post(url, content=content, headers=headers), what=what)
-        self._raise_for_unavailable(response, what=what)
-        status = response.status_code
-        if status in (400, 401, 403):
-            problem = _problem(response, what=what)
-            raise ProviderAuthError(
-                f"OS1 refused the client credentials of connection {self.connection.name!r} ({problem.text})",
-                code=problem.code,
-            )
-        if status == 404:
-            raise ConfigurationError(
-                f"connection {self.connection.name!r}: no OS1 token endpoint at {url} (HTTP 404); "
-                "check baseUrl"
-            )
-        if status != 200:
-            raise ProviderResponseError(f"{what}: unexpected {_problem(response, what=what).text}")
-        data = _data_model(_TokenData, parse_success(json_body(response, what=what), what=what), what=what)
-        if data.token_type.lower() != "bearer":
-            raise ProviderResponseError(f"{what}: data.tokenType {data.token_type!r} is not Bearer")
-        return _Token(data.access_token, started + token_keep_seconds(data.expires_in))
-
-    # -- one call ------------------------------------------------------------------------------------
-    @staticmethod
-    def _raise_for_unavailable(response: httpx.Response, *, what: str) -> None:
-        """429 -> throttled; 5xx (OS1 documents 503) -> unavailable, with OS1's words when it gave some."""
-        if response.status_code >= 500:
-            raise ProviderUnavailableError(f"{what}: {_problem(response, what=what).text}")
-        raise_for_transient(response, what=what)
+        if self.config.audience is not None:
+            body["audience"] = self.config.audience
+        return self.client_credentials_token(
+            f"{self.base_url}{AUTH_PATH}",
+            content=json.dumps(body).encode(),
+            headers={**self._base_headers(), "Content-Type": "application/json"},
+            read=_read_token,
+        )
 
     def _call(
         self,
         method: str,
         path: str,
         *,
-        what: str,
         params: dict[str, str] | None = None,
         body: Any = None,
-        write: bool = False,
         extra_headers: dict[str, str] | None = None,
-        safe_to_repeat: bool = True,
+        commit: bool = False,
     ) -> httpx.Response:
-        """One authenticated call; on 401 one fresh token and one repeat, then ProviderAuthError.
-
-        A 401 means OS1 did not act on the request, so repeating even a submit is safe. Every attempt
-        carries its own request id.
-        """
-        url = f"{self._base}{path}"
+        """One authenticated call; every attempt carries its own request id. A write (``commit``) carries
+        the origin token, which OS1 documents as required on batch writes."""
+        url = f"{self.base_url}{path}"
         content = (
             None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         )
-        origin = self._optional_secret("originToken") if write else None
+        headers_extra = dict(extra_headers or {})
+        if commit:
+            origin = self._optional_secret("originToken")
+            if origin is None:
+                raise ConfigurationError(
+                    f"connection {self.connection.name!r} has no 'originToken' credential; OS1 requires "
+                    f"{H_ORIGIN} on batch writes"
+                )
+            headers_extra[H_ORIGIN] = origin
 
         def attempt(token: str) -> httpx.Response:
-            headers = {**self._base_headers(), H_ACCESS: token, **(extra_headers or {})}
+            headers = {**self._base_headers(), H_ACCESS: token, **headers_extra}
             if content is not None:
                 headers["Content-Type"] = "application/json"
-            if origin is not None:
-                headers[H_ORIGIN] = origin
+            return self.request(method, url, params=params, headers=headers, content=content, commit=commit)
 
-            def call() -> httpx.Response:
-                return self.client.request(method, url, params=params, headers=headers, content=content)
-
-            return send(call, what=what, safe_to_repeat=safe_to_repeat)
-
-        def token() -> str:
-            try:
-                return self._token()
-            except ProviderResponseError as exc:
-                if safe_to_repeat:
-                    raise
-                # A garbled token answer comes before the request is sent (or after OS1 refused it with
-                # 401): nothing was accepted, so this must not read as an ambiguous submit.
-                raise ProviderUnavailableError(f"{what}: {exc.message}") from exc
-
-        used = token()
-        response = attempt(used)
-        if response.status_code != 401:
-            return response
-        self._forget_token(used)
-        logger.info("OS1 refused the token; fetching a new one", extra={"connection": self.connection.name})
-        used = token()
-        response = attempt(used)
-        if response.status_code == 401:
-            self._forget_token(used)
-            problem = _problem(response, what=what)
-            raise ProviderAuthError(
-                f"{what}: OS1 refused a freshly issued token for connection {self.connection.name!r} "
-                f"({problem.text})",
-                code=problem.code,
-            )
-        return response
+        return self.authorized(attempt)
 
     # -- submit --------------------------------------------------------------------------------------
     def submit(self, chunk: ChunkInfo, jobs: Sequence[dict[str, Any]]) -> str:
         """Send the chunk's records as one OS1 batch; return OS1's batch id (``batch:<uuid>``).
 
         Jobs shaped for the other operation and repeated refIDs are left out (see the module doc); a
-        chunk with nothing left to send is rejected. 400/404/405 and other client errors reject the
-        chunk with OS1's code as ``OS1_<code>``; 403 is an auth failure. Any 2xx with a batch id is
-        taken as acceptance (OS1 documents 202); a 2xx without one is a :class:`ProviderResponseError`,
-        which the core treats as an ambiguous submit.
+        chunk with nothing left to send is rejected. 4xx answers reject the chunk with OS1's code as
+        ``OS1_<code>``; 403 is an auth failure. Any 2xx with a batch id is taken as acceptance (OS1
+        documents 202); a 2xx without one leaves the submit unconfirmed.
         """
         options = self._options(chunk)
-        what = f"OS1 submit (chunk {chunk.index}, {options.operation} {options.participant_type})"
-        planned = plan_chunk(jobs, options.operation)
+        planned = plan_chunk(jobs, options.operation, self.config.ref_field(options.operation))
         payload = [p.payload for p in planned if p.kind == "send"]
         if not payload:
             reasons = sorted({p.reason or "duplicate refID" for p in planned})
             raise BatchRejectedError(
-                f"{what}: no job in the chunk can be sent ({_clip('; '.join(reasons))})", code=JOB_SHAPE
+                f"no job in the chunk can be sent ({clip('; '.join(reasons))})", code=JOB_SHAPE
             )
         body: dict[str, Any] = {"payload": payload}
         extra: dict[str, str] = {}
@@ -682,56 +615,37 @@ class OS1Provider(Provider):
             secret = self._optional_secret("callbackSecret")
             if secret is not None:
                 extra[H_CALLBACK_SECRET] = secret
-        method = "POST" if options.operation == "create" else self._update_method
+        method = "POST" if options.operation == "create" else self.config.update_method
         path = BATCH_PATH.format(type=quote(options.participant_type, safe=""))
-        response = self._call(
-            method, path, what=what, body=body, write=True, extra_headers=extra, safe_to_repeat=False
-        )
-        self._raise_for_unavailable(response, what=what)
-        status = response.status_code
-        if 400 <= status < 500:
-            problem = _problem(response, what=what)
-            if status == 403:
-                raise ProviderAuthError(f"{what}: forbidden ({problem.text})", code=problem.code)
-            hint = ""
-            if status == 404:
-                hint = f"; is {options.participant_type!r} a participant type of this tenant?"
-            elif status == 405:
-                hint = "; check the connection's updateMethod setting"
-            raise BatchRejectedError(
-                f"{what}: OS1 refused the batch ({problem.text}){hint}", code=problem.code
+        response = self._call(method, path, body=body, extra_headers=extra, commit=True)
+        self.check_answer(response, Phase.SUBMIT, ok=frozenset(range(200, 300)))
+        if response.status_code != 202:
+            logger.info(
+                "OS1 accepted a batch with an undocumented status", extra={"status": response.status_code}
             )
-        if not 200 <= status < 300:
-            raise ProviderResponseError(f"{what}: unexpected {_problem(response, what=what).text}")
-        if status != 202:
-            logger.info("OS1 accepted a batch with an undocumented status", extra={"status": status})
-        data = _data_model(_SubmitData, parse_success(json_body(response, what=what), what=what), what=what)
-        return data.id
+        return _data_model(_SubmitData, parse_success(self.read_json(response))).id
 
     # -- status --------------------------------------------------------------------------------------
-    def _fetch_status(
-        self, chunk: ChunkInfo, *, what: str, on_not_found: Callable[[str], Exception]
-    ) -> BatchStatusData:
+    def _fetch_status(self, chunk: ChunkInfo, phase: Phase) -> tuple[BatchStatusData, ChunkState]:
         if not chunk.provider_ref:
-            raise ConfigurationError(f"{what}: chunk {chunk.index} has no OS1 batch id")
+            raise ConfigurationError(f"chunk {chunk.index} has no OS1 batch id")
         options = self._options(chunk)
         path = STATUS_PATH.format(type=quote(options.participant_type, safe=""))
-        response = self._call("GET", path, what=what, params={"batchId": chunk.provider_ref})
-        self._raise_for_unavailable(response, what=what)
-        status = response.status_code
-        if status == 404:
-            raise on_not_found(_problem(response, what=what).text)
-        if status == 403:
-            problem = _problem(response, what=what)
-            raise ProviderAuthError(f"{what}: forbidden ({problem.text})", code=problem.code)
-        if 400 <= status < 500:
-            problem = _problem(response, what=what)
-            raise ProviderJobFailedError(
-                f"{what}: OS1 refused the status request ({problem.text})", code=problem.code
+        response = self._call("GET", path, params={"batchId": chunk.provider_ref})
+        self.check_answer(response, phase)
+        data = parse_status(self.read_json(response))
+        state = self.config.state_of(data.meta.status)
+        if state is None:
+            raise UnknownProviderStatusError(
+                f"undocumented meta.status {data.meta.status[:40]!r} (expected one of {self.config.words})"
             )
-        if status != 200:
-            raise ProviderResponseError(f"{what}: unexpected {_problem(response, what=what).text}")
-        return parse_status(json_body(response, what=what), what=what)
+        if state is not ChunkState.RUNNING:
+            missing = [name for name in ("success", "errors") if getattr(data, name) is None]
+            if missing:
+                raise ProviderResponseError(
+                    f"a {data.meta.status} batch without data.{' or data.'.join(missing)}"
+                )
+        return data, state
 
     @classmethod
     def validate_batch(cls, options: dict[str, Any], jobs: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
@@ -749,30 +663,18 @@ class OS1Provider(Provider):
         return ref if isinstance(ref, str) and ref else None
 
     def check(self, chunk: ChunkInfo) -> StatusReport:
-        """Map ``meta.status``: queued/processing -> RUNNING with progress (success+failed)/total,
-        completed -> COMPLETED, failed -> FAILED; any other word fails closed. The report keeps only the
-        counts: ``collect`` fetches the per-record lists again. A 404 for a batch OS1 itself issued is a
-        terminal :class:`ProviderJobFailedError`: its outcome can never be learned."""
-        what = f"OS1 status (chunk {chunk.index}, {chunk.provider_ref})"
-
-        def not_found(text: str) -> Exception:
-            return ProviderJobFailedError(f"{what}: OS1 has no such batch ({text})")
-
-        data = self._fetch_status(chunk, what=what, on_not_found=not_found)
+        """Map ``meta.status`` through the connection's status words: running -> RUNNING with progress
+        (success+failed)/total, completed -> COMPLETED, failed -> FAILED; any other word fails closed. The
+        report keeps only the counts: ``collect`` fetches the per-record lists again. A 404 for a batch
+        OS1 itself issued is a terminal :class:`ProviderJobFailedError`: its outcome can never be learned."""
+        data, state = self._fetch_status(chunk, Phase.STATUS)
         meta = data.meta
-        if meta.status not in DOCUMENTED_STATUSES:
-            raise UnknownProviderStatusError(
-                f"{what}: undocumented meta.status {meta.status!r} "
-                f"(expected one of {sorted(DOCUMENTED_STATUSES)})"
-            )
         detail = {"success": meta.success, "failed": meta.failed, "total": meta.total}
-        if meta.status == "completed":
+        if state is ChunkState.COMPLETED:
+            return StatusReport(state=state, provider_status=meta.status, progress=100.0, detail=detail)
+        if state is ChunkState.FAILED:
             return StatusReport(
-                state=ChunkState.COMPLETED, provider_status=meta.status, progress=100.0, detail=detail
-            )
-        if meta.status == "failed":
-            return StatusReport(
-                state=ChunkState.FAILED,
+                state=state,
                 provider_status=meta.status,
                 progress=100.0,
                 error=ErrorInfo(
@@ -785,9 +687,7 @@ class OS1Provider(Provider):
         progress = None
         if meta.total > 0:
             progress = round(min(100.0, 100.0 * (meta.success + meta.failed) / meta.total), 2)
-        return StatusReport(
-            state=ChunkState.RUNNING, provider_status=meta.status, progress=progress, detail=detail
-        )
+        return StatusReport(state=state, provider_status=meta.status, progress=progress, detail=detail)
 
     # -- results -------------------------------------------------------------------------------------
     def collect(
@@ -795,70 +695,57 @@ class OS1Provider(Provider):
     ) -> Iterator[Outcome]:
         """One outcome per job, from a fresh status answer (the report holds only counts).
 
-        * refID in ``success[]`` -> succeeded, ``providerRef`` = OS1's id.
+        Records are matched by refID, never by position:
+
+        * refID in ``success[]`` -> succeeded, ``providerRef`` = OS1's id (listed twice with the same id
+          is one result).
         * refID in ``errors[]`` -> failed with OS1's reason (code ``OS1_RECORD_FAILED``; several reasons
           for one refID are joined).
-        * refID in both lists -> failed with ``OS1_CONFLICTING_RESULT`` (and OS1's id as providerRef):
-          OS1 contradicts itself, so BatchBridge does not claim success.
-        * refID in neither -> not_processed (``OS1_NOT_REPORTED``), in a completed or a failed batch.
+        * refID in both lists, or in ``success[]`` with two different ids -> ``not_processed`` with
+          ``OS1_CONFLICTING_RESULT``: OS1 contradicts itself, so nothing is claimed.
+        * refID in neither -> ``not_processed`` (``OS1_NOT_REPORTED``), in a completed or a failed batch.
         * refIDs OS1 names that are not in the chunk are logged and ignored.
         * Jobs never sent (shape, duplicates) get the outcome described in the module doc.
         * A batch OS1 no longer knows (404) raises :class:`ResultsExpiredError`.
         """
-        what = f"OS1 results (chunk {chunk.index}, {chunk.provider_ref})"
-
-        def expired(text: str) -> Exception:
-            return ResultsExpiredError(f"{what}: OS1 no longer has this batch ({text}); outcomes are unknown")
-
-        data = self._fetch_status(chunk, what=what, on_not_found=expired)
-        status = data.meta.status
-        if status not in DOCUMENTED_STATUSES:
-            raise UnknownProviderStatusError(f"{what}: undocumented meta.status {status!r}")
-        if status not in TERMINAL_STATUSES:
+        data, state = self._fetch_status(chunk, Phase.RESULTS)
+        if state is ChunkState.RUNNING:
             raise ProviderResponseError(
-                f"{what}: the batch is {status!r} again after it was reported finished"
+                f"the batch is {data.meta.status!r} again after it was reported finished"
             )
-
         options = self._options(chunk)
-        planned = plan_chunk(jobs, options.operation)
+        planned = plan_chunk(jobs, options.operation, self.config.ref_field(options.operation))
         sent = {p.ref_id for p in planned if p.kind == "send"}
-        successes: dict[str, _Success] = {}
+        ids: dict[str, set[str]] = {}
         reasons: dict[str, list[str]] = {}
         strays: set[str] = set()
         for entry in data.success or []:
-            if entry.ref_id not in sent:
+            if entry.ref_id in sent:
+                ids.setdefault(entry.ref_id, set()).add(entry.id)
+            else:
                 strays.add(entry.ref_id)
-            elif entry.ref_id in successes:
-                logger.warning(
-                    "OS1 listed a record as succeeded twice; the first id is kept",
-                    extra={"refID": entry.ref_id},
-                )
-            else:
-                successes[entry.ref_id] = entry
         for bad in data.errors or []:
-            if bad.ref_id not in sent:
-                strays.add(bad.ref_id)
-            else:
+            if bad.ref_id in sent:
                 reasons.setdefault(bad.ref_id, []).append(bad.reason)
+            else:
+                strays.add(bad.ref_id)
         if strays:
             logger.warning(
                 "OS1 reported records that were not in the chunk; ignored",
                 extra={"batch": chunk.provider_ref, "refIDs": sorted(strays)[:20], "count": len(strays)},
             )
         silent = "OS1 completed the batch without reporting on this record"
-        if status == "failed":
+        if state is ChunkState.FAILED:
             silent = "OS1 reported the batch failed before reporting on this record"
-
         for i, (raw, plan) in enumerate(zip(jobs, planned, strict=True)):
             base: dict[str, Any] = {"index": chunk.first_job_index + i, "client_ref": raw.get("clientRef")}
             if plan.kind == "shape":
                 yield Outcome(
                     **base,
                     outcome=OutcomeKind.FAILED,
-                    error=ErrorInfo(code=JOB_SHAPE, message=_clip(plan.reason or "not an OS1 record")),
+                    error=ErrorInfo(code=JOB_SHAPE, message=clip(plan.reason or "not an OS1 record")),
                 )
-                continue
-            if plan.kind == "duplicate":
+            elif plan.kind == "duplicate":
                 yield Outcome(
                     **base,
                     outcome=OutcomeKind.NOT_PROCESSED,
@@ -869,42 +756,47 @@ class OS1Provider(Provider):
                         "only that job was sent to OS1",
                     ),
                 )
-                continue
-            ref = plan.ref_id or ""
-            ok = successes.get(ref)
-            failures = reasons.get(ref)
-            if failures and ok is not None:
-                yield Outcome(
-                    **base,
-                    outcome=OutcomeKind.FAILED,
-                    provider_ref=ok.id,
-                    error=ErrorInfo(
-                        code=CONFLICTING_RESULT,
-                        message=_clip(
-                            f"OS1 listed this record as succeeded and as failed: {'; '.join(failures)}"
-                        ),
-                    ),
-                    response={"refID": ref, "id": ok.id, "reasons": failures},
-                )
-            elif failures:
-                yield Outcome(
-                    **base,
-                    outcome=OutcomeKind.FAILED,
-                    error=ErrorInfo(code=RECORD_FAILED, message=_clip("; ".join(failures))),
-                    response={"refID": ref, "reason": failures[0]}
-                    if len(failures) == 1
-                    else {"refID": ref, "reasons": failures},
-                )
-            elif ok is not None:
-                yield Outcome(
-                    **base,
-                    outcome=OutcomeKind.SUCCEEDED,
-                    provider_ref=ok.id,
-                    response={"refID": ref, "id": ok.id},
-                )
             else:
-                yield Outcome(
-                    **base,
-                    outcome=OutcomeKind.NOT_PROCESSED,
-                    error=ErrorInfo(code=NOT_REPORTED, message=silent),
+                yield _record_outcome(
+                    base,
+                    plan.ref_id or "",
+                    ids.get(plan.ref_id or ""),
+                    reasons.get(plan.ref_id or ""),
+                    silent,
                 )
+
+
+def _record_outcome(
+    base: dict[str, Any], ref: str, ids: set[str] | None, failures: list[str] | None, silent: str
+) -> Outcome:
+    if (ids and failures) or (ids and len(ids) > 1):
+        said = [f"succeeded as {', '.join(sorted(ids or []))}"] + [f"failed: {r}" for r in failures or []]
+        return Outcome(
+            **base,
+            outcome=OutcomeKind.NOT_PROCESSED,
+            error=ErrorInfo(
+                code=CONFLICTING_RESULT,
+                message=clip(f"OS1 contradicts itself about this record ({'; '.join(said)})"),
+            ),
+            response={"refID": ref, "ids": sorted(ids or []), "reasons": failures or []},
+        )
+    if failures:
+        return Outcome(
+            **base,
+            outcome=OutcomeKind.FAILED,
+            error=ErrorInfo(code=RECORD_FAILED, message=clip("; ".join(failures))),
+            response={"refID": ref, "reason": failures[0]}
+            if len(failures) == 1
+            else {"refID": ref, "reasons": failures},
+        )
+    if ids:
+        (participant,) = ids
+        return Outcome(
+            **base,
+            outcome=OutcomeKind.SUCCEEDED,
+            provider_ref=participant,
+            response={"refID": ref, "id": participant},
+        )
+    return Outcome(
+        **base, outcome=OutcomeKind.NOT_PROCESSED, error=ErrorInfo(code=NOT_REPORTED, message=silent)
+    )

@@ -169,7 +169,17 @@ class Settler:
         deps.repo.write_outcomes(batch.batch_id, rows, expires_at=expires)
         credited = settlement.from_results or settlement.outcome is OutcomeKind.FAILED
         final = ChunkState.COLLECTED if credited else ChunkState.ABANDONED
-        deps.repo.settle(batch.batch_id, chunk.index, final, counts)
+        settled = deps.repo.settle(batch.batch_id, chunk.index, final, counts)
+        if settled is not None and settlement.from_results:
+            self._clean_up(chunk)
+
+    def _clean_up(self, chunk: Chunk) -> None:
+        """Let the provider drop what it keeps for a collected chunk (where the connection asks for it):
+        only now that its outcomes are recorded, and best effort."""
+        try:
+            self.provider.cleanup(chunk_info(self.batch, chunk))
+        except errors.BatchBridgeError as exc:
+            logger.warning("provider clean-up failed", extra={"chunk": chunk.index, "code": exc.code})
 
 
 def collect_batch(
