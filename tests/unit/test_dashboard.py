@@ -10,10 +10,11 @@ import re
 import pytest
 
 from batchbridge import events, ops_metrics
-from batchbridge.config import get_settings
+from batchbridge.config import Settings
 from batchbridge.models import BatchStatus
 from batchbridge.observability import PROVIDER_ERRORS, provider_task
 from batchbridge.providers.base import all_capabilities
+from batchbridge.records import Batch
 from batchbridge_local import template as tpl
 
 TEMPLATE = tpl.load()
@@ -73,34 +74,29 @@ def reads() -> list[tuple[str, str, dict[str, str | None]]]:
 
 
 @pytest.fixture
-def settings(monkeypatch):
-    monkeypatch.setenv("TABLE_NAME", "t")
-    monkeypatch.setenv("BUCKET_NAME", "b")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def code_emits(emitted, settings) -> dict[tuple[str, str, frozenset[str]], dict[str, set[str]]]:
+def code_emits(emitted) -> dict[tuple[str, str, frozenset[str]], dict[str, set[str]]]:
     """What the code really emits, found by running every emitting function once per case: for each
     (namespace, name, dimension names), the dimension values seen."""
     batch = {
         "batchId": "b-1",
         "connection": "c",
-        "status": "SUCCEEDED",
+        "jobCount": 3,
+        "chunkCount": 1,
+        "jobsKey": "batches/b-1/jobs.jsonl",
+        "createdAt": "2026-03-02T10:00:00Z",
+        "deadlineAt": 1_800_000_000,
         "counts": {"total": 3, "succeeded": 2, "failed": 1, "notProcessed": 0},
         "durationSeconds": 12.5,
         "pollCount": 4,
-        "estimatedCostUsd": 0.0004,
+        "cost": {"totalUsd": 0.0004},
     }
+    settings = Settings(table_name="t", bucket_name="b")
     for capabilities in all_capabilities():
         ops_metrics.batch_accepted(202, {"batchId": "b-1", "provider": capabilities.name})
         for status in BatchStatus:
             if status.is_terminal:
-                ops_metrics.batch_finished(
-                    events.sns_message({**batch, "provider": capabilities.name, "status": status.value})
-                )
+                record = Batch.from_item({**batch, "provider": capabilities.name, "status": status.value})
+                ops_metrics.batch_finished(events.sns_message(record, settings))
     for error in PROVIDER_ERRORS:
         with pytest.raises(error), provider_task():
             raise error("x")

@@ -26,6 +26,7 @@ NOT_RECORDED_ON_A_BATCH = {
     "IDEMPOTENCY_KEY_REUSED",
     "INVALID_STATE",
     "CANCEL_NOT_SUPPORTED",
+    "INVALID_TOKEN",
     "SUBMIT_UNCONFIRMED",  # the engine records such a submit as AMBIGUOUS_SUBMIT
     "PROVIDER_NOT_READY",  # the workflow waits and asks again; it never ends a batch
 }
