@@ -119,3 +119,25 @@ def test_the_namespace_is_the_one_the_handlers_and_alarms_use():
 
     assert metrics.namespace == ops_metrics.NAMESPACE
     assert metrics.service == ops_metrics.SERVICE
+
+
+def test_a_record_that_cannot_be_read_loses_the_metric_not_the_accepted_batch(emitted, monkeypatch):
+    # Given the 202 answer names no provider and reading the batch record back fails (a throttled table,
+    # or a bug): the batch was accepted all the same
+    class Unreadable:
+        def get_batch(self, batch_id):
+            raise RuntimeError("the table is having a bad day")
+
+    class Deps:
+        repo = Unreadable()
+
+    monkeypatch.setattr("batchbridge.tasks.Deps.default", staticmethod(lambda: Deps()))
+    # When the API records the metric, then nothing escapes to turn the 202 into a 500, and nothing is sent
+    ops_metrics.batch_accepted(202, {"batchId": FINISHED["batchId"]})
+    assert emitted() == []
+
+
+def test_a_finalize_answer_the_metrics_cannot_read_does_not_fail_the_finalize_task(emitted):
+    ops_metrics.batch_finished({"status": "SUCCEEDED", "message": "not the event"})
+    ops_metrics.batch_finished({"status": "SUCCEEDED"})
+    assert emitted() == []

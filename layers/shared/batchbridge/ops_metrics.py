@@ -21,8 +21,9 @@ finished batch's status is already counted and splitting every value by it would
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
@@ -43,7 +44,26 @@ BATCH_COST: Final = "BatchEstimatedCostUsd"
 #: Jobs of finished batches, by outcome: the completion event's ``counts`` key -> metric name.
 JOBS: Final = {"succeeded": "JobsSucceeded", "failed": "JobsFailed", "notProcessed": "JobsNotProcessed"}
 
+def _never_fails_the_work[**P](record: Callable[P, None]) -> Callable[P, None]:
+    """A metric is never worth failing what it measures. These run after the work is done and recorded:
+    an error escaping from the api handler would answer 500 to a batch that was accepted (and a client
+    retrying without an Idempotency-Key would double it), and one escaping from the finalize task would
+    make the workflow take its finalize-failed path for a batch that finished. So any error here is
+    logged, the metric is lost, and the work goes on."""
 
+    @functools.wraps(record)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception as exc:  # deliberately every error: see above
+            logger.warning(
+                "metric not recorded", extra={"metric": record.__name__, "error": type(exc).__name__}
+            )
+
+    return guarded
+
+
+@_never_fails_the_work
 def batch_accepted(status: int, answer: Mapping[str, Any]) -> None:
     """Count one ``BatchesAccepted`` (dimensions ``service``, ``provider``) for a batch the API created.
 
@@ -59,13 +79,14 @@ def batch_accepted(status: int, answer: Mapping[str, Any]) -> None:
         return
     batch_id = str(answer["batchId"])
     provider = answer.get("provider") or _recorded_provider(batch_id)
-    if provider is None or not _is_registered(provider):
+    if not _is_registered(provider):
         return
     emf = _document(batch_id, provider=str(provider))
     emf.add_metric(name=BATCHES_ACCEPTED, unit=MetricUnit.Count, value=1)
     emf.flush_metrics()
 
 
+@_never_fails_the_work
 def batch_finished(finalized: Mapping[str, Any]) -> None:
     """Record a finished batch, from what the finalize task returned.
 
@@ -81,7 +102,7 @@ def batch_finished(finalized: Mapping[str, Any]) -> None:
       ``service``, ``provider``. A value the event does not have (null) is left out, never sent as 0.
 
     A status that is not terminal or a provider that is not registered is logged and nothing is emitted:
-    it would be a dimension value outside the bounded sets above.
+    it would be a dimension value outside the bounded sets above. Neither function ever raises.
 
     >>> message = finalize_batch(task.batch_id, task.error)           # doctest: +SKIP
     >>> ops_metrics.batch_finished(message)                           # doctest: +SKIP
@@ -136,14 +157,7 @@ def _is_terminal(status: Any) -> bool:
     return status in {s.value for s in BatchStatus if s.is_terminal}
 
 
-def _recorded_provider(batch_id: str) -> str | None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
+def _recorded_provider(batch_id: str) -> str:
     from batchbridge.tasks import Deps
 
-    try:
-        return Deps.default().repo.get_batch(batch_id).provider
-    except (BatchBridgeError, ClientError, BotoCoreError):
-        # A metric is never worth failing a batch that was accepted: it goes uncounted, and is logged.
-        logger.warning("accepted batch not counted: its record could not be read", extra={"batch": batch_id})
-        return None
+    return Deps.default().repo.get_batch(batch_id).provider
