@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchbridge_local.simulators.ivvy import booking_session_jobs
+from tests.workflow.helpers import the_event
 
 pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("stack")]
 
@@ -67,9 +68,11 @@ def test_a_real_batch_emits_its_own_counts_time_rounds_and_cost(stack, ivvy, ivv
     assert values.values["BatchDurationSeconds"] == pytest.approx(took, abs=0.002)
     assert took > 0
     assert values.values["BatchRounds"] == view["polls"]
-    # and the cost is the one the batch reports; while the batch reports none, none is sent (not a 0)
-    cost = (view.get("cost") or {}).get("totalUsd")
-    assert values.values.get("BatchEstimatedCostUsd") == cost
+    # and the cost is the whole cost the batch and its completion event report
+    cost = view["cost"]["totalUsd"]
+    assert cost > 0
+    assert values.values["BatchEstimatedCostUsd"] == cost
+    assert the_event(stack, batch_id)["event"]["data"]["cost"]["totalUsd"] == cost
     # and the rounds are the submit and status-check rounds the execution really went through
     rounds = [
         e
