@@ -169,8 +169,8 @@ def test_the_workflow_and_function_metrics_are_this_stacks_own():
 def test_the_alarm_widget_shows_every_alarm_of_the_template():
     alarms = {f"REF({k}.Arn)" for k, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     (widget,) = [w for w in WIDGETS if w["type"] == "alarm"]
+    assert alarms
     assert set(widget["properties"]["alarms"]) == alarms
-    assert len(alarms) == 2
 
 
 def test_every_metric_widget_is_in_the_stacks_region_and_its_math_names_only_its_own_ids():
