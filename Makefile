@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads bench-scale lock clean
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads bench-scale lock clean diagram
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -55,6 +55,9 @@ typecheck: $(STAMP)  ## mypy (strict on the shared package and the client)
 
 validate: $(STAMP)  ## sam validate --lint
 	@$(BIN)/sam validate --lint
+
+diagram: $(STAMP)  ## redraw README.md's workflow diagram from statemachine/batch.asl.json
+	@$(BIN)/python -m batchbridge_local.diagram
 
 build: $(STAMP)  ## sam build (arm64 layer and functions)
 	@$(BIN)/sam build

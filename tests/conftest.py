@@ -4,7 +4,8 @@ the provider simulators on loopback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,70 @@ EVENTS = ROOT / "events"
 def load_event(relative: str) -> Any:
     """One helper loads every event fixture, so tests and ``sam local invoke -e`` share them."""
     return json.loads((EVENTS / relative).read_text())
+
+
+@dataclass(frozen=True)
+class EmfDocument:
+    """One CloudWatch embedded-metric-format document as a function printed it."""
+
+    namespace: str
+    dimensions: dict[str, str]
+    values: dict[str, Any]  # metric name -> value (a list when the document holds several)
+    units: dict[str, str]
+    metadata: dict[str, Any]  # the other top-level keys: not dimensions, not metrics
+
+    def total(self, name: str) -> float:
+        value = self.values.get(name, 0)
+        return float(sum(value) if isinstance(value, list) else value)
+
+
+def _one(value: Any) -> Any:
+    """Powertools writes each value as a list; one value reads as itself."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def emf_documents(text: str) -> list[EmfDocument]:
+    """The EMF documents among printed lines (other lines are skipped)."""
+    documents = []
+    for line in text.splitlines():
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        doc = json.loads(line)
+        (directive,) = doc["_aws"]["CloudWatchMetrics"]
+        (dimension_names,) = directive["Dimensions"]
+        names = [m["Name"] for m in directive["Metrics"]]
+        documents.append(
+            EmfDocument(
+                namespace=directive["Namespace"],
+                dimensions={d: doc[d] for d in dimension_names},
+                values={n: _one(doc[n]) for n in names},
+                units={m["Name"]: m.get("Unit", "None") for m in directive["Metrics"]},
+                metadata={k: v for k, v in doc.items() if k not in {"_aws", *names, *dimension_names}},
+            )
+        )
+    return documents
+
+
+@pytest.fixture
+def emitted(monkeypatch: Any, capsys: Any) -> Iterator[Callable[[], list[EmfDocument]]]:
+    """Metrics switched on for the test; calling the result flushes the handlers' shared metrics and
+    returns every EMF document printed since the test began."""
+    from batchbridge.observability import metrics
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
+    metrics.clear_metrics()
+    capsys.readouterr()
+    seen: list[EmfDocument] = []
+
+    def read() -> list[EmfDocument]:
+        if metrics.metric_set:
+            metrics.flush_metrics()
+        seen.extend(emf_documents(capsys.readouterr().out))
+        return list(seen)
+
+    yield read
+    metrics.clear_metrics()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import api, cost, uploads
+from batchbridge import api, cost, ops_metrics, uploads
 from batchbridge.errors import BatchBridgeError, BatchNotFoundError, IdempotencyConflictError
 from batchbridge.observability import logger, metrics, tracer
 
@@ -61,7 +61,7 @@ def create_batch() -> Response:
         status, body = api.create_batch(
             event.body, key, _base_path(), is_base64=event.is_base64_encoded, api_base_url=_public_url()
         )
-    metrics.add_metric(name="BatchesAccepted", unit="Count", value=1 if status == 202 else 0)
+    ops_metrics.batch_accepted(status, body)  # BatchesAccepted by provider, for a new batch only
     return _json(status, body)
 
 
@@ -95,6 +95,7 @@ def retry_batch(batch_id: str) -> Response:
             is_base64=event.is_base64_encoded,
             api_base_url=_public_url(),
         )
+    ops_metrics.batch_accepted(status, body)  # a retry is a new batch: BatchesAccepted by provider
     return _json(status, body)
 
 

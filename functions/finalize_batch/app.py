@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batchbridge import cost
+from batchbridge import cost, ops_metrics
 from batchbridge.observability import logger, metrics, tracer
 from batchbridge.tasks import TaskInput
 from batchbridge.tasks.finalize import finalize_batch
@@ -21,5 +21,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     message = cost.run_metered(
         "finalize", task.batch_id, context, lambda: finalize_batch(task.batch_id, task.error)
     )
-    metrics.add_metric(name=f"Batches{message['status'].title().replace('_', '')}", unit="Count", value=1)
+    ops_metrics.batch_finished(message)  # BatchesFinished by provider and status; duration, rounds, cost
     return message

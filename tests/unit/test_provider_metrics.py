@@ -4,43 +4,17 @@ reaches the workflow."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from batchbridge.errors import ConfigurationError, ProviderAuthError, ProviderThrottledError
-from batchbridge.observability import metrics, provider_task
-
-
-@pytest.fixture
-def emitted(monkeypatch, capsys):
-    """The EMF documents Powertools printed, as (metric names, dimensions) per document."""
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
-    monkeypatch.setenv("POWERTOOLS_DEV", "false")
-    metrics.clear_metrics()
-    capsys.readouterr()
-
-    def read() -> list[tuple[dict[str, float], dict[str, str]]]:
-        metrics.flush_metrics()
-        documents = []
-        for line in capsys.readouterr().out.splitlines():
-            doc = json.loads(line)
-            (directive,) = doc["_aws"]["CloudWatchMetrics"]
-            assert directive["Namespace"] == "BatchBridge"
-            names = {m["Name"]: doc[m["Name"]] for m in directive["Metrics"]}
-            dims = {d: doc[d] for d in directive["Dimensions"][0]}
-            documents.append((names, dims))
-        return documents
-
-    yield read
-    metrics.clear_metrics()
+from batchbridge.observability import provider_task
 
 
 def total(documents, name: str, **dims: str) -> float:
     return sum(
-        sum(v if isinstance(v, int | float) else sum(v) for k, v in names.items() if k == name)
-        for names, d in documents
-        if d == {"service": "batchbridge", **dims}
+        d.total(name)
+        for d in documents
+        if d.namespace == "BatchBridge" and d.dimensions == {"service": "batchbridge", **dims}
     )
 
 

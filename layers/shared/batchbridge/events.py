@@ -1,6 +1,8 @@
 """The completion event: CloudEvents 1.0 JSON, published on SNS with filterable message attributes.
 
-The schema is ``schemas/completion-event.v1.json`` at the repository root.
+The schema is ``schemas/completion-event.v1.json`` at the repository root. Its ``$id``, and every event's
+``dataschema``, is :data:`SCHEMA_ID`: a name the project gives itself (as the event ``source`` does), not
+the address of a web site, because the project owns no domain to publish the schema under.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = "1"
 EVENT_TYPE_PREFIX = "batchbridge.batch."
+#: The completion event schema's identifier: the ``$id`` of schemas/completion-event.v1.json.
+SCHEMA_ID = "urn:batchbridge:schema:completion-event:v1"
 
 
 def completion_event(batch: Batch, settings: Settings) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def completion_event(batch: Batch, settings: Settings) -> dict[str, Any]:
         "time": batch.finished_at or now_iso(),
         "subject": f"batches/{batch.batch_id}",
         "datacontenttype": "application/json",
-        "dataschema": "https://batchbridge.dev/schemas/completion-event.v1.json",
+        "dataschema": SCHEMA_ID,
         "data": data,
     }
 
