@@ -91,3 +91,9 @@ def test_substitutions_in_the_definition_match_the_template():
     declared = set(template["Resources"]["BatchStateMachine"]["Properties"]["DefinitionSubstitutions"])
     used = set(re.findall(r"\$\{(\w+)\}", (ROOT / "statemachine" / "batch.asl.json").read_text()))
     assert used == declared
+
+
+def test_the_failure_event_names_the_same_schema_as_every_other_event():
+    from batchbridge.events import SCHEMA_ID
+
+    assert STATES["Build Failure Event"]["Parameters"]["dataschema"] == SCHEMA_ID

@@ -390,7 +390,7 @@ def start_batch(
         deps.repo.add_retry(batch.retry_of, batch.batch_id)
     logger.info("batch accepted", extra={"batch_id": batch.batch_id, "jobs": batch.job_count})
     _meter_creation(batch.batch_id)
-    body = _accepted(batch.batch_id, base_path)
+    body = _accepted(batch.batch_id, base_path, batch.provider)
     if batch.retry_of is not None:
         body |= {"retryOf": batch.retry_of, "jobCount": batch.job_count}
     return 202, body
@@ -526,7 +526,7 @@ def _replay(
             "this Idempotency-Key was used for a different request body; use a new key for a new batch"
         )
     try:
-        deps.repo.get_batch(batch_id)
+        existing = deps.repo.get_batch(batch_id)
     except BatchBridgeError:
         # The first request with this key is still being accepted (or is being undone): never hand out an
         # id that may not come to exist.
@@ -535,7 +535,7 @@ def _replay(
             "IDEMPOTENCY_KEY_IN_USE",
             "a request with this Idempotency-Key is still being accepted; retry",
         ) from None
-    return 200, _accepted(batch_id, base_path, replay=True)
+    return 200, _accepted(batch_id, base_path, existing.provider, replay=True)
 
 
 def _undo(deps: Deps, batch: Batch, written: list[str], idempotency_key: str | None) -> None:
@@ -563,8 +563,9 @@ def _links(batch_id: str, base_path: str) -> dict[str, str]:
     }
 
 
-def _accepted(batch_id: str, base_path: str, *, replay: bool = False) -> dict[str, Any]:
+def _accepted(batch_id: str, base_path: str, provider: str, *, replay: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
+        "provider": provider,
         "batchId": batch_id,
         "status": BatchStatus.ACCEPTED.value,
         "links": _links(batch_id, base_path),

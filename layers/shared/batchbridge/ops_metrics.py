@@ -44,6 +44,7 @@ BATCH_COST: Final = "BatchEstimatedCostUsd"
 #: Jobs of finished batches, by outcome: the completion event's ``counts`` key -> metric name.
 JOBS: Final = {"succeeded": "JobsSucceeded", "failed": "JobsFailed", "notProcessed": "JobsNotProcessed"}
 
+
 def _never_fails_the_work[**P](record: Callable[P, None]) -> Callable[P, None]:
     """A metric is never worth failing what it measures. These run after the work is done and recorded:
     an error escaping from the api handler would answer 500 to a batch that was accepted (and a client
@@ -69,8 +70,7 @@ def batch_accepted(status: int, answer: Mapping[str, Any]) -> None:
 
     ``status`` and ``answer`` are what :func:`batchbridge.api.create_batch` returned. Only a 202 is a new
     batch: a replayed Idempotency-Key answers 200 with the batch it created before, which was counted then.
-    The provider is the answer's ``provider`` when it carries one, else read back from the batch record
-    the API has just written (one consistent read; the 202 answer does not name the provider yet).
+    The provider is the answer's ``provider``.
 
     >>> status, body = api.create_batch(event.body, key, base_path)   # doctest: +SKIP
     >>> ops_metrics.batch_accepted(status, body)                      # doctest: +SKIP
@@ -78,7 +78,7 @@ def batch_accepted(status: int, answer: Mapping[str, Any]) -> None:
     if status != 202:
         return
     batch_id = str(answer["batchId"])
-    provider = answer.get("provider") or _recorded_provider(batch_id)
+    provider = answer.get("provider")
     if not _is_registered(provider):
         return
     emf = _document(batch_id, provider=str(provider))
@@ -107,6 +107,8 @@ def batch_finished(finalized: Mapping[str, Any]) -> None:
     >>> message = finalize_batch(task.batch_id, task.error)           # doctest: +SKIP
     >>> ops_metrics.batch_finished(message)                           # doctest: +SKIP
     """
+    if finalized.get("finishedNow") is False:  # another run (or an earlier attempt) finished it: counted then
+        return
     data = json.loads(finalized["message"])["data"]
     batch_id, provider, status = str(data["batchId"]), data.get("provider"), data.get("status")
     if not _is_registered(provider) or not _is_terminal(status):
@@ -155,9 +157,3 @@ def _is_registered(provider: Any) -> bool:
 
 def _is_terminal(status: Any) -> bool:
     return status in {s.value for s in BatchStatus if s.is_terminal}
-
-
-def _recorded_provider(batch_id: str) -> str:
-    from batchbridge.tasks import Deps
-
-    return Deps.default().repo.get_batch(batch_id).provider

@@ -27,7 +27,7 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
     deps = deps or Deps.default()
     batch = deps.repo.get_batch(batch_id)
     if batch.status.is_terminal and batch.finished_at:
-        return sns_message(batch, deps.settings)  # a retry after success, or another run finished it
+        return sns_message(batch, deps.settings) | {"finishedNow": False}  # a retry, or another run
 
     settler = Settler(deps, batch, failure, quick=True)
     counts = Counts()
@@ -60,7 +60,7 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
     for _ in range(2):  # read again once if a cancel landed since: its status then wins
         batch = deps.repo.get_batch(batch_id)
         if batch.status.is_terminal:
-            return sns_message(batch, deps.settings)
+            return sns_message(batch, deps.settings) | {"finishedNow": False}
         status, error = final_status(batch, failure, counts, left_running)
         finished = now_iso()
         values: dict[str, Any] = {
@@ -76,7 +76,7 @@ def finalize_batch(batch_id: str, failure: Failure | None, deps: Deps | None = N
         done = deps.repo.finish(batch_id, status, values)
         if done is not None:
             logger.info("batch finished", extra={"status": done.status, "counts": values["counts"]})
-            return sns_message(done, deps.settings)
+            return sns_message(done, deps.settings) | {"finishedNow": True}
     raise errors.ProviderUnavailableError(f"batch {batch_id} kept changing while being finalized; retry")
 
 
