@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads lock clean
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-smoke-polling bench-memory bench-uploads lock clean
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -59,8 +59,11 @@ validate: $(STAMP)  ## sam validate --lint
 build: $(STAMP)  ## sam build (arm64 layer and functions)
 	@$(BIN)/sam build
 
-bench: $(STAMP)  ## polling cost benchmark
-	@$(BIN)/python -m benchmarks.polling_cost
+bench: $(STAMP)  ## polling cost benchmark: every mix, 1,000 jobs each, cold and learned (under a minute)
+	@$(BIN)/python -m benchmarks.polling_cost $(ARGS)
+
+bench-smoke-polling: $(STAMP)  ## the polling benchmark's quick form for CI (a few seconds; fails if it crashes)
+	@$(BIN)/python -m benchmarks.polling_cost --quick
 
 bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and peak memory (under a minute)
 	@$(BIN)/python -m benchmarks.upload_validation $(ARGS)
