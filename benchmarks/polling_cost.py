@@ -208,6 +208,8 @@ class Summary:
     usd_per_1000_called_back: float
     median_delay_pct: float
     p95_delay_pct: float
+    #: (jobs that report progress or not, polls per job, median and p95 delay) when the mix has both
+    by_progress: tuple[tuple[str, float, float, float], ...] = ()
 
 
 def summarise(poller: Poller, mix: Mix, costing: Costing) -> Summary:
@@ -215,6 +217,13 @@ def summarise(poller: Poller, mix: Mix, costing: Costing) -> Summary:
     polls = sum(r.polls for _, r in results) / len(results)
     delays = [100 * r.delay / job.duration for job, r in results]
     per_round = costing.polled.transitions_per_round
+    groups = []
+    for label, reports in (("reporting progress", True), ("reporting none", False)):
+        part = [(job, r) for job, r in results if (job.shape is not None) == reports]
+        if part and len(part) < len(results):
+            late = [100 * r.delay / job.duration for job, r in part]
+            average = sum(r.polls for _, r in part) / len(part)
+            groups.append((label, average, percentile(late, 50), percentile(late, 95)))
     return Summary(
         poller=poller.name,
         polls_per_job=polls,
@@ -224,6 +233,7 @@ def summarise(poller: Poller, mix: Mix, costing: Costing) -> Summary:
         usd_per_1000_called_back=1000 * costing.called_back_usd.usd(polls),
         median_delay_pct=percentile(delays, 50),
         p95_delay_pct=percentile(delays, 95),
+        by_progress=tuple(groups),
     )
 
 
@@ -438,6 +448,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_mix(mix, costing)
         print(f"### {mix.name} ({mix.group}): {mix.about}\n")
         print(table(rows))
+        for row in rows:
+            if row.poller.startswith("policy") and row.by_progress:
+                parts = "; ".join(
+                    f"jobs {label}: {polls:.1f} polls, median {median:.1f} %, p95 {p95:.1f} %"
+                    for label, polls, median, p95 in row.by_progress
+                )
+                print(f"\n- {row.poller}: {parts}")
         for note in limits(mix, rows):
             print(f"\n- limit: {note}")
         print()

@@ -551,6 +551,17 @@ def test_the_dollar_figures_are_the_counted_transitions_and_invocations_at_list_
     )
 
 
+def test_the_split_by_progress_adds_up_to_the_whole():
+    mix = polling_mixes.standard_mix(80)
+    costing = polling_cost.Costing.from_definition()
+    (row,) = polling_cost.run_mix(mix, costing, [polling_cost.PolicyPoller(True)])
+    reporting = sum(1 for job in mix.jobs if job.shape is not None)
+    (label_p, polls_p, *_), (label_n, polls_n, *_) = row.by_progress
+    assert (label_p, label_n) == ("reporting progress", "reporting none")
+    weighted = (polls_p * reporting + polls_n * (len(mix.jobs) - reporting)) / len(mix.jobs)
+    assert weighted == pytest.approx(row.polls_per_job)
+
+
 def test_the_benchmark_prints_its_tables_and_exits_zero(capsys):
     assert polling_cost.main(["--jobs", "12"]) == 0
     out = capsys.readouterr().out
