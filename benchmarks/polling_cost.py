@@ -426,7 +426,7 @@ def header(costing: Costing, jobs: int) -> str:
             f"{per_task}), the DynamoDB units assumed for the tasks run every round, and the direct DynamoDB "
             f"and SNS steps; not the outcome rows and files, which do not depend on the poller.",
             "Delay = how late the end is seen, as % of the job's duration. Ratios: fixed 30 s and 60 s of "
-            "the same run.",
+            "the same run (no fixed poller polls below the provider's minimum).",
         ]
     )
 
