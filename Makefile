@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads bench-scale lock clean diagram
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-smoke-polling bench-memory bench-uploads bench-scale lock clean diagram
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -62,8 +62,11 @@ diagram: $(STAMP)  ## redraw README.md's workflow diagram from statemachine/batc
 build: $(STAMP)  ## sam build (arm64 layer and functions)
 	@$(BIN)/sam build
 
-bench: $(STAMP)  ## polling cost benchmark
-	@$(BIN)/python -m benchmarks.polling_cost
+bench: $(STAMP)  ## polling cost benchmark: every mix, 1,000 jobs each, cold and learned (under a minute)
+	@$(BIN)/python -m benchmarks.polling_cost $(ARGS)
+
+bench-smoke-polling: $(STAMP)  ## the polling benchmark's quick form for CI (a few seconds; fails if it crashes)
+	@$(BIN)/python -m benchmarks.polling_cost --quick
 
 bench-scale: $(STAMP)  ## file batches of 1,000, 10,000 and 100,000 iVvy jobs end to end: phases, memory, cost per 1,000 jobs (several minutes)
 	@$(BIN)/python -m benchmarks.scale $(ARGS)
