@@ -68,8 +68,16 @@ bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and p
 bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 4 minutes)
 	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)
 
-lock:  ## re-resolve requirements/dev.lock from requirements/dev.in
+# The layer's lock: what requirements/runtime.in needs at the versions dev.lock tests, for the functions'
+# platform, less what the python3.13 runtime provides (requirements/lambda-runtime.txt) and less anyio,
+# which httpx declares for its async client only: the functions use the sync one, and httpcore imports
+# anyio (and asyncio with it) on its first request whenever it is installed.
+LAYER_LEFT_OUT = $(shell sed -n 's/==.*//p' requirements/lambda-runtime.txt) anyio
+lock:  ## re-resolve requirements/dev.lock from requirements/dev.in, then the layer's lock from it
 	@$(BIN)/uv pip compile requirements/dev.in -o requirements/dev.lock --python-version 3.13
+	@$(BIN)/uv pip compile requirements/runtime.in -c requirements/lambda-runtime.txt -c requirements/dev.lock \
+		$(foreach p,$(LAYER_LEFT_OUT),--no-emit-package $(p)) --python-version 3.13 \
+		--python-platform aarch64-manylinux2014 --generate-hashes -o layers/shared/requirements.txt
 
 security: $(STAMP) $(TOOLS_STAMP)  ## cfn-lint, checkov and pip-audit; any finding fails
 	@$(MAKE) --no-print-directory cfn-lint checkov audit
