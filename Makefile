@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads lock clean
+.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-memory bench-uploads bench-cold
+.PHONY: bench-smoke lock clean
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -67,6 +68,14 @@ bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and p
 
 bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 4 minutes)
 	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)
+
+bench-cold: $(STAMP)  ## each handler's cold import vs import boto3, and the layer's size (about 2 minutes)
+	@$(BIN)/python -m benchmarks.cold_import $(ARGS)
+
+bench-smoke: $(STAMP)  ## the small form of every benchmark the README quotes (CI runs it)
+	@$(BIN)/python -m benchmarks.polling_cost --quick
+	@$(BIN)/python -m benchmarks.collect_memory --quick
+	@$(BIN)/python -m benchmarks.cold_import --quick
 
 # The layer's lock: what requirements/runtime.in needs at the versions dev.lock tests, for the functions'
 # platform, less what the python3.13 runtime provides (requirements/lambda-runtime.txt) and less anyio,

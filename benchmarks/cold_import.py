@@ -3,7 +3,7 @@
 Run it from the repository root (``make bench-cold``)::
 
     PYTHONPATH=layers/shared:local:. python -m benchmarks.cold_import            # 9 rounds
-    PYTHONPATH=layers/shared:local:. python -m benchmarks.cold_import --quick    # 3 rounds, for CI
+    PYTHONPATH=layers/shared:local:. python -m benchmarks.cold_import --quick    # CI's small form
 
 It builds, in a temporary folder, what a function starts in (``batchbridge_local.lambda_env``): a fresh
 venv with only the runtime's SDK (``requirements/lambda-runtime.txt``, compiled as the runtime has it)
@@ -19,7 +19,9 @@ the layer the same requirements make when nothing is left out (the runtime's SDK
 aws-xray-sdk, no bytecode): target at most 15 MB unzipped.
 
 Checked in every run, and failing it whatever the timings: no module the handlers import from the layer
-is compiled at cold start, and no module of the runtime's SDK is loaded from the layer.
+is compiled at cold start, and no module of the runtime's SDK is loaded from the layer. ``--quick``
+(``make bench-smoke``) runs one round without a warm-up and judges only those checks and the size: one
+round on a busy machine says little about a ratio.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from batchbridge_local import lambda_env
 TARGET_RATIO = 1.5
 TARGET_LAYER_MB = 15.0
 ROUNDS = 9
-QUICK_ROUNDS = 2
+QUICK_ROUNDS = 1
 RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 # Runs in the fresh interpreter: the timed import first, before anything else is imported.
@@ -86,14 +88,14 @@ def probe(env: lambda_env.LambdaEnv, function: lambda_env.Function, module: str)
     return result
 
 
-def measure(env: lambda_env.LambdaEnv, rounds: int) -> tuple[list[Row], list[str]]:
+def measure(env: lambda_env.LambdaEnv, rounds: int, warmup: bool = True) -> tuple[list[Row], list[str]]:
     """Time every handler ``rounds`` times, each run paired with a bare ``import boto3``."""
     functions = lambda_env.functions()
     samples: dict[str, list[tuple[dict[str, object], dict[str, object]]]] = {
         f.logical_id: [] for f in functions
     }
     problems: set[str] = set()
-    for function in functions:  # warm-up: the files into the page cache; not counted
+    for function in functions if warmup else ():  # the files into the page cache; not counted
         probe(env, function, function.module)
         probe(env, function, "boto3")
     for _ in range(rounds):
@@ -161,7 +163,7 @@ def layer_sizes(work: Path, python: Path) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds instead of {ROUNDS}")
+    parser.add_argument("--quick", action="store_true", help="CI's small form: one round, ratios not judged")
     parser.add_argument("--rounds", type=int, help="rounds of timed imports (each handler once a round)")
     parser.add_argument("--layer", type=Path, help="time this built layer (a folder holding python/)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -171,10 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="batchbridge-cold-") as tmp:
         work = Path(tmp)
         env = lambda_env.build(work, args.layer)
-        rows, problems = measure(env, rounds)
+        rows, problems = measure(env, rounds, warmup=not args.quick)
         sizes = layer_sizes(work, env.python)
     size_passed = sizes["layer_mb"] <= TARGET_LAYER_MB
-    passed = all(r.passed for r in rows) and size_passed and not problems
+    # One round on a busy machine says nothing about a ratio: --quick judges what does not vary.
+    timed_passed = args.quick or all(r.passed for r in rows)
+    passed = timed_passed and size_passed and not problems
     if args.json:
         print(
             json.dumps({"rows": [asdict(r) for r in rows], **sizes, "problems": problems, "passed": passed})
@@ -187,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"target <= {TARGET_RATIO}"
     )
     for r in rows:
-        verdict = "baseline" if r.name == "import boto3" else ("PASS" if r.passed else "FAIL")
+        verdict = "PASS" if r.passed else ("over (not judged: --quick)" if args.quick else "FAIL")
+        verdict = "baseline" if r.name == "import boto3" else verdict
         print(f"{r.name:<24} {r.cpu_ms:>8.1f} {r.wall_ms:>8.1f} {r.modules:>8} {r.ratio:>8.2f}x  {verdict}")
     print(
         f"\nLayer (arm64, as sam build ships it): {sizes['layer_mb']:.2f} MB unzipped; the same requirements"
