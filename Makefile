@@ -66,7 +66,7 @@ bench: $(STAMP)  ## polling cost benchmark
 bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and peak memory (under a minute)
 	@$(BIN)/python -m benchmarks.upload_validation $(ARGS)
 
-bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 4 minutes)
+bench-memory: $(STAMP)  ## collect-step peak memory at 1,000 and 10,000 outcomes (a few minutes)
 	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)
 
 bench-cold: $(STAMP)  ## each handler's cold import vs import boto3, and the layer's size (about 2 minutes)

@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    PYTHONPATH=layers/shared:local:. python -m benchmarks.collect_memory            # 10,000 and 100,000
+    PYTHONPATH=layers/shared:local:. python -m benchmarks.collect_memory            # 1,000 and 10,000
     PYTHONPATH=layers/shared:local:. python -m benchmarks.collect_memory --sizes 2000 20000 --json
     PYTHONPATH=layers/shared:local:. python -m benchmarks.collect_memory --quick    # CI's small form
 
@@ -43,7 +43,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 TARGET_RATIO = 1.3
-DEFAULT_SIZES = (10_000, 100_000)
+# The larger size is the most one batch may hold (every provider's max_jobs_per_batch is 10,000): the
+# batch is accepted through the API's own logic, which refuses more.
+DEFAULT_SIZES = (1_000, 10_000)
 WARMUP_JOBS = 400
 QUICK_SIZES = (200, 1_000)
 INVALID_EVERY = 7
