@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build bench bench-smoke-polling bench-memory bench-uploads bench-scale lock clean diagram
+.PHONY: help setup demo test test-fast lint typecheck validate build lock clean diagram
+.PHONY: bench bench-smoke bench-memory bench-uploads bench-scale bench-cold bench-cpu
 .PHONY: security cfn-lint checkov audit lock-tools
 
 # checkov pins versions that clash with aws-sam-cli's, so it lives in a venv of its own.
@@ -65,8 +66,8 @@ build: $(STAMP)  ## sam build (arm64 layer and functions)
 bench: $(STAMP)  ## polling cost benchmark: every mix, 1,000 jobs each, cold and learned (under a minute)
 	@$(BIN)/python -m benchmarks.polling_cost $(ARGS)
 
-bench-smoke-polling: $(STAMP)  ## the polling benchmark's quick form for CI (a few seconds; fails if it crashes)
-	@$(BIN)/python -m benchmarks.polling_cost --quick
+bench-cpu: $(STAMP)  ## collect CPU per record against a json round trip of the same records (under a minute)
+	@$(BIN)/python -m benchmarks.collect_cpu $(ARGS)
 
 bench-scale: $(STAMP)  ## file batches of 1,000, 10,000 and 100,000 iVvy jobs end to end: phases, memory, cost per 1,000 jobs (several minutes)
 	@$(BIN)/python -m benchmarks.scale $(ARGS)
@@ -74,11 +75,30 @@ bench-scale: $(STAMP)  ## file batches of 1,000, 10,000 and 100,000 iVvy jobs en
 bench-uploads: $(STAMP)  ## upload validation: lines/s against json.loads, and peak memory (under a minute)
 	@$(BIN)/python -m benchmarks.upload_validation $(ARGS)
 
-bench-memory: $(STAMP)  ## collect-step peak memory at 10,000 and 100,000 outcomes (about 4 minutes)
+bench-memory: $(STAMP)  ## collect-step peak memory at 1,000 and 10,000 outcomes (a few minutes)
 	@$(BIN)/python -m benchmarks.collect_memory $(ARGS)
 
-lock:  ## re-resolve requirements/dev.lock from requirements/dev.in
+bench-cold: $(STAMP)  ## each handler's cold import vs import boto3, and the layer's size (about 2 minutes)
+	@$(BIN)/python -m benchmarks.cold_import $(ARGS)
+
+bench-smoke: $(STAMP)  ## the small form of every benchmark the README quotes (CI runs it)
+	@$(BIN)/python -m benchmarks.polling_cost --quick
+	@$(BIN)/python -m benchmarks.collect_memory --quick
+	@$(BIN)/python -m benchmarks.cold_import --quick
+	@$(BIN)/python -m benchmarks.collect_cpu --quick
+	@$(BIN)/python -m benchmarks.upload_validation --lines 20000
+	@$(BIN)/python -m benchmarks.scale --sizes 1000
+
+# The layer's lock: what requirements/runtime.in needs at the versions dev.lock tests, for the functions'
+# platform, less what the python3.13 runtime provides (requirements/lambda-runtime.txt) and less anyio,
+# which httpx declares for its async client only: the functions use the sync one, and httpcore imports
+# anyio (and asyncio with it) on its first request whenever it is installed.
+LAYER_LEFT_OUT = $(shell sed -n 's/==.*//p' requirements/lambda-runtime.txt) anyio
+lock:  ## re-resolve requirements/dev.lock from requirements/dev.in, then the layer's lock from it
 	@$(BIN)/uv pip compile requirements/dev.in -o requirements/dev.lock --python-version 3.13
+	@$(BIN)/uv pip compile requirements/runtime.in -c requirements/lambda-runtime.txt -c requirements/dev.lock \
+		$(foreach p,$(LAYER_LEFT_OUT),--no-emit-package $(p)) --python-version 3.13 \
+		--python-platform aarch64-manylinux2014 --generate-hashes -o layers/shared/requirements.txt
 
 security: $(STAMP) $(TOOLS_STAMP)  ## cfn-lint, checkov and pip-audit; any finding fails
 	@$(MAKE) --no-print-directory cfn-lint checkov audit

@@ -5,15 +5,17 @@ POST /uploads, POST /uploads/{id}/complete, GET /uploads/{id}."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from batchbridge import api, cost, ops_metrics, uploads
 from batchbridge.errors import BatchBridgeError, BatchNotFoundError, IdempotencyConflictError
 from batchbridge.observability import logger, metrics, tracer
+
+if TYPE_CHECKING:  # an annotation only: nothing to import at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # A callback only has to name its chunk (the provider is then asked to confirm it); iVvy's embeds the
 # chunk's results, so the cap is generous. The create route has its own limit (MAX_BODY_BYTES).

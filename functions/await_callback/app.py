@@ -5,14 +5,15 @@ Invoked with ``.waitForTaskToken``: records the task token for the callback rout
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from batchbridge import cost
 from batchbridge.observability import logger, tracer
 from batchbridge.tasks import AwaitInput
 from batchbridge.tasks.callbacks import park_for_callback
+
+if TYPE_CHECKING:  # an annotation only: nothing to import at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 @logger.inject_lambda_context(correlation_id_path="batchId")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from batchbridge import cost, ops_metrics
 from batchbridge.observability import logger, metrics, tracer
 from batchbridge.tasks import TaskInput
 from batchbridge.tasks.finalize import finalize_batch
+
+if TYPE_CHECKING:  # an annotation only: nothing to import at cold start
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 @logger.inject_lambda_context(correlation_id_path="batchId")

@@ -260,20 +260,7 @@ class LocalStack:
         for logical_id, resource in resources.items():
             props = resource.get("Properties", {})
             if resource["Type"] == "AWS::DynamoDB::Table":
-                ddb = boto3.client("dynamodb", region_name=REGION)
-                ddb.create_table(
-                    TableName=self.names[logical_id],
-                    KeySchema=props["KeySchema"],
-                    AttributeDefinitions=props["AttributeDefinitions"],
-                    BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
-                    **(
-                        {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
-                        if props.get("GlobalSecondaryIndexes")
-                        else {}
-                    ),
-                )
-                if ttl := props.get("TimeToLiveSpecification"):
-                    ddb.update_time_to_live(TableName=self.names[logical_id], TimeToLiveSpecification=ttl)
+                create_table(boto3.client("dynamodb", region_name=REGION), self.names[logical_id], props)
                 self.table_name = self.names[logical_id]
             elif resource["Type"] == "AWS::S3::Bucket":
                 boto3.client("s3", region_name=REGION).create_bucket(Bucket=self.names[logical_id])
@@ -695,6 +682,24 @@ def _item_rollback_transactions(atomic_transact: Any, lock: threading.RLock) -> 
                 ddb_models.copy = copy_module  # type: ignore[assignment]
 
     return transact_write_items
+
+
+def create_table(ddb: Any, name: str, props: dict[str, Any]) -> None:
+    """Create table ``name`` as the template's ``AWS::DynamoDB::Table`` properties ``props`` define it:
+    keys, attributes, billing, every global secondary index, and the TTL attribute."""
+    ddb.create_table(
+        TableName=name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+        **(
+            {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+            if props.get("GlobalSecondaryIndexes")
+            else {}
+        ),
+    )
+    if ttl := props.get("TimeToLiveSpecification"):
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
 
 
 def proxy_event(

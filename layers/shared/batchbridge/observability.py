@@ -20,7 +20,10 @@ from batchbridge.errors import (
 )
 
 logger = Logger(service="batchbridge")
-tracer = Tracer(service="batchbridge")
+# With tracing on, the X-Ray SDK patches only what the functions call out with: AWS (botocore) and the
+# providers (httpx). Its default, every library it knows, imports each one it finds at cold start.
+TRACED_LIBRARIES = ("botocore", "httpx")
+tracer = Tracer(service="batchbridge", patch_modules=TRACED_LIBRARIES)
 metrics = Metrics(namespace="BatchBridge", service="batchbridge")
 
 PROVIDER_ERRORS = (

@@ -1,0 +1,202 @@
+"""The shared layer as built, in a Lambda-like Python: the runtime's SDK only, tracing on.
+
+The rest of the suite runs the handlers in the development venv (every dependency there, tracing off).
+These run them against the layer the Makefile builds, as a deployed function starts: a fresh venv with
+only the runtime's SDK, the layer on the path, ``POWERTOOLS_TRACE_DISABLED`` unset, X-Ray's daemon
+address a UDP socket on loopback that this test reads. Building the environment takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import load_event
+
+from batchbridge_local import lambda_env
+
+pytestmark = pytest.mark.xdist_group("layer")
+
+FUNCTIONS = {f.logical_id: f for f in lambda_env.functions()}
+TASK_FUNCTIONS = sorted(name for name in FUNCTIONS if name != "ApiFunction")
+
+# Runs in the Lambda-like interpreter: one cold start and invocation as the runtime makes them; prints
+# what was imported from where, and the answer, as JSON.
+_INVOKE = """
+import json, os, sys
+import {module} as handler
+from aws_xray_sdk.core import patcher
+from batchbridge.observability import tracer
+
+class Context:
+    function_name = {name!r}
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+    def get_remaining_time_in_millis(self):
+        return 60_000
+
+opt = os.path.join({opt!r}, "")
+seen = {{
+    "tracing": not tracer.disabled,
+    "patched": sorted(patcher._PATCHED_MODULES),
+    "sdk": sys.modules["botocore"].__file__,
+    "compiled": sorted(n for n, m in list(sys.modules.items())
+                       if (getattr(m, "__file__", None) or "").startswith(opt) and m.__file__.endswith(".py")
+                       and not os.path.exists(m.__spec__.cached)),
+}}
+try:
+    seen["result"] = handler.lambda_handler(json.loads(sys.stdin.read()), Context())
+except Exception as exc:
+    seen["error"] = type(exc).__name__
+print("SEEN " + json.dumps(seen, default=str))
+"""
+
+TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> lambda_env.LambdaEnv:
+    return lambda_env.build(tmp_path_factory.mktemp("lambda-like"))
+
+
+@pytest.fixture
+def xray_daemon() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A UDP socket on loopback standing in for the X-Ray daemon; yields its address and the segment
+    documents received so far."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    received: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            # Each datagram is a JSON header line, then the segment document.
+            received.append(json.loads(data.split(b"\n", 1)[1]))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}", received
+    finally:
+        stop.set()
+        reader.join(2)
+        sock.close()
+
+
+def invoke(env: lambda_env.LambdaEnv, name: str, event: Any, daemon: str) -> dict[str, Any]:
+    """Cold-start function ``name`` and invoke it once in a Lambda-like interpreter, tracing on."""
+    function = FUNCTIONS[name]
+    code = _INVOKE.format(module=function.module, name=name, opt=str(env.opt / "python"))
+    extra = {"AWS_XRAY_DAEMON_ADDRESS": daemon, "_X_AMZN_TRACE_ID": TRACE_HEADER}
+    done = env.run(function, code, extra, stdin=json.dumps(event))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("SEEN ")]
+    assert lines, f"{name} did not start:\n{done.stderr}"
+    seen: dict[str, Any] = json.loads(lines[-1].removeprefix("SEEN "))
+    return seen
+
+
+def assert_started_from_the_layer(env: lambda_env.LambdaEnv, seen: dict[str, Any]) -> None:
+    assert seen["tracing"] is True
+    assert seen["patched"] == ["botocore", "httpx"]  # what the functions call out with, nothing more
+    assert seen["sdk"].startswith(str(env.site_packages)), "botocore must be the runtime's"
+    assert seen["compiled"] == [], "shipped without bytecode: compiled again at every cold start"
+
+
+def wait_for(received: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    deadline = threading.Event()
+    for _ in range(50):
+        for document in received:
+            if document.get("name") == name:
+                return document
+        deadline.wait(0.1)
+    raise AssertionError(
+        f"no {name!r} subsegment reached the daemon; got {[d.get('name') for d in received]}"
+    )
+
+
+def test_the_layer_holds_none_of_the_runtime_sdk_and_ships_bytecode(env: lambda_env.LambdaEnv) -> None:
+    site = env.opt / "python"
+    for package in ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "jmespath", "anyio"):
+        assert not (site / package).exists(), f"the layer ships {package}"
+    assert not list(site.glob("bin")), "the layer ships console scripts"
+    # Third-party packages as bytecode only; batchbridge as source and bytecode.
+    assert not list((site / "pydantic").rglob("*.py"))
+    assert (site / "pydantic" / "main.pyc").exists()
+    assert (site / "batchbridge" / "api.py").exists()
+    assert list((site / "batchbridge" / "__pycache__").glob("api.cpython-313.pyc"))
+
+
+def test_the_api_starts_answers_and_traces_with_tracing_on(
+    env: lambda_env.LambdaEnv, xray_daemon: tuple[str, list[dict[str, Any]]]
+) -> None:
+    daemon, received = xray_daemon
+    seen = invoke(env, "ApiFunction", load_event("api/list_providers.json"), daemon)
+    assert_started_from_the_layer(env, seen)
+    assert seen["result"]["statusCode"] == 200, seen
+    providers = json.loads(seen["result"]["body"])
+    assert {p["name"] for p in providers["providers"]} == {"ivvy", "willsuite", "superoffice", "os1"}
+    traced = wait_for(received, "## lambda_handler")
+    assert traced["trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
+
+
+@pytest.mark.parametrize("name", TASK_FUNCTIONS)
+def test_each_task_starts_and_rejects_a_bad_input_through_the_tracer(
+    env: lambda_env.LambdaEnv, xray_daemon: tuple[str, list[dict[str, Any]]], name: str
+) -> None:
+    daemon, received = xray_daemon
+    seen = invoke(env, name, {"batchId": "not-a-batch-id"}, daemon)
+    assert_started_from_the_layer(env, seen)
+    assert seen["error"] == "ValidationError"
+    traced = wait_for(received, "## lambda_handler")
+    assert traced.get("fault") is True or traced.get("error") is True, traced
+
+
+def test_httpx_works_without_anyio(env: lambda_env.LambdaEnv) -> None:
+    """The lock leaves anyio out (httpx needs it for its async client only): the sync client the
+    providers use still makes requests."""
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        code = (
+            f"import httpx, sys; r = httpx.get({url!r}); print(r.status_code, r.text, 'anyio' in sys.modules)"
+        )
+        done = env.run(FUNCTIONS["SubmitBatchFunction"], code)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", "hello", "False"]
+
+
+def test_the_environment_is_the_template_s(env: lambda_env.LambdaEnv) -> None:
+    """The probe environment carries the deployed function's variables and nothing of this process's."""
+    seen = env.environment(FUNCTIONS["ApiFunction"])
+    assert seen["POWERTOOLS_SERVICE_NAME"] == "batchbridge"
+    assert "POWERTOOLS_TRACE_DISABLED" not in seen
+    assert seen["PYTHONPATH"].split(":") == [str(FUNCTIONS["ApiFunction"].code_dir), str(env.opt / "python")]
+    assert Path(seen["LAMBDA_TASK_ROOT"]).name == "api"
