@@ -6,6 +6,7 @@ nothing reaches into the workflow tasks but the one callback entry point.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -13,7 +14,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from batchbridge import cost, limits
 from batchbridge.clock import now_iso
@@ -22,6 +23,7 @@ from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, Inval
 from batchbridge.models import BatchStatus, OutcomeKind
 from batchbridge.objects import jobs_key
 from batchbridge.observability import logger
+from batchbridge.providers import values
 from batchbridge.providers.base import Capabilities, Provider, all_capabilities, provider_class
 from batchbridge.records import Batch, RetrySource
 from batchbridge.repository import OPEN, ListQuery
@@ -177,18 +179,18 @@ def validate_for_provider(
 
 
 def inline_jobs(cls: type[Provider], options: dict[str, Any], jobs: list[dict[str, Any]]) -> list[bytes]:
-    """Check inline jobs for the provider; they become the lines of the batch's jobs file."""
+    """Check inline jobs for the provider; they become the lines of the batch's jobs file.
+
+    Each job is written once, as its line; the checks read the lines where they can: a line whose
+    brackets number no more than the depth limit cannot nest deeper (only the rare others are walked).
+    The provider's model then validates the jobs in one call."""
     details: list[dict[str, Any]] = []
     lines: list[bytes] = []
+    good: list[int] = []  # cleared by their lines: validated without walking their values again
+    doubtful: list[int] = []  # a long number or many brackets: validated with every check
     for i, job in enumerate(jobs):
-        problems = job_problems(cls, job, f"jobs[{i}]")
-        if problems:
-            details.extend(problems)
-            if len(details) >= MAX_ERRORS_REPORTED:
-                break
-            continue
         try:
-            line = json.dumps(job, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            line = _dumps(job).encode("utf-8")
         except UnicodeEncodeError:
             details.append(
                 {"field": f"jobs[{i}]", "message": "holds a lone surrogate (\\ud800-\\udfff), not text"}
@@ -198,24 +200,45 @@ def inline_jobs(cls: type[Provider], options: dict[str, Any], jobs: list[dict[st
             details.append(
                 {"field": f"jobs[{i}]", "message": f"is larger than {limits.MAX_JOB_BYTES // 1024} KiB"}
             )
-            continue
-        lines.append(line)
+        elif values.may_not_be_portable(line) and _too_deep(job, MAX_JOB_DEPTH):
+            details.append({"field": f"jobs[{i}]", "message": f"nests deeper than {MAX_JOB_DEPTH} levels"})
+        else:
+            lines.append(line)
+            (doubtful if values.may_not_be_portable(line) else good).append(i)
+        if len(details) >= MAX_ERRORS_REPORTED:
+            raise invalid(details)
+    try:
+        _jobs_adapter(cls).validate_python([jobs[i] for i in good], context=values.CHECKED)
+    except ValidationError as exc:
+        for err in exc.errors()[:MAX_ERRORS_REPORTED]:
+            index, *rest = err["loc"]
+            path = f"jobs[{good[int(index)]}]"
+            for part in rest:
+                path += f"[{part}]" if isinstance(part, int) else f".{part}"
+            details.append({"field": path, "message": err["msg"]})
+    for i in doubtful:
+        try:
+            cls.job_model.model_validate(jobs[i])
+        except ValidationError as exc:
+            details.extend(_details(exc, f"jobs[{i}]"))
     if not details:
         details.extend(cls.validate_batch(options, jobs))
     if details:
-        raise invalid(details)
+        raise invalid(sorted(details, key=lambda d: _job_index(d["field"])))
     return lines
 
 
-def job_problems(cls: type[Provider], job: Any, where: str) -> list[dict[str, Any]]:
-    """What is wrong with one job for this provider, as ``{"field", "message"}`` details naming ``where``."""
-    if _too_deep(job, MAX_JOB_DEPTH):
-        return [{"field": where, "message": f"nests deeper than {MAX_JOB_DEPTH} levels"}]
-    try:
-        cls.job_model.model_validate(job)
-    except ValidationError as exc:
-        return _details(exc, where)
-    return []
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+@functools.cache
+def _jobs_adapter(cls: type[Provider]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[cls.job_model])  # type: ignore[name-defined]
+
+
+def _job_index(field: str) -> int:
+    match = re.match(r"jobs\[(\d+)\]", field)
+    return int(match.group(1)) if match else -1
 
 
 def create_batch(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ValidationInfo
 
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 32
@@ -60,11 +61,39 @@ def portable_problem(value: Any, where: str = "", depth: int = 0) -> str | None:
     return f"{where or 'value'}: {type(value).__name__} is not a JSON value"
 
 
-def _portable(value: Any) -> Any:
-    problem = portable_problem(value)
+# A run of 16 or more digits right after a separator: an integer that may be past 2**53 (or a string that
+# merely looks so; either way the exact walk decides).
+_LONG_INTEGER = re.compile(rb"[:\[,]-?\d{16,}")
+
+
+#: Validation context of jobs whose JSON lines :func:`may_not_be_portable` already cleared.
+CHECKED = "portable-checked"
+
+
+def may_not_be_portable(line: bytes) -> bool:
+    """Whether a value's compact JSON (written with ``allow_nan=False``) could hide a value that is not
+    portable: a long run of digits, or more brackets than the depth allowed. False is certain; True asks
+    for the exact walk, :func:`portable_problem`."""
+    return _LONG_INTEGER.search(line) is not None or line.count(b"{") + line.count(b"[") > MAX_DEPTH
+
+
+def _portable(value: Any, info: ValidationInfo) -> Any:
+    """The exact walk only where the value's JSON, written once in C, shows it may be needed: NaN or
+    Infinity, a long run of digits, or more brackets than the depth allowed (or where the caller did not
+    look at the JSON already)."""
+    if info.context == CHECKED:
+        return value
+    try:
+        suspicious = may_not_be_portable(_STRICT(value).encode())
+    except (ValueError, TypeError, RecursionError):
+        suspicious = True  # NaN, Infinity, something not JSON at all, or nested past any limit
+    problem = portable_problem(value) if suspicious else None
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+_STRICT = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 
 def json_size(value: Any) -> int:
