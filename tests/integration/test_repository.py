@@ -397,3 +397,20 @@ def test_listing_by_several_statuses_by_reference_and_by_provider_is_newest_firs
     assert wanted <= set(seen)
     assert len(seen) == len(set(seen))
     assert all(b.status in query.statuses for b in repo.list_batches(query, limit=50, token=None)[0])
+
+
+def test_a_connections_history_is_saved_over_the_version_read_only(repo):
+    from batchbridge.polling import DurationHistory, PollState, learn
+
+    name = f"conn-{next(_counter)}"
+    assert repo.get_connection_history(name) == (None, 0)
+    first = learn(None, state=PollState(checked_at=500.0), finished_by=600.0)
+    assert repo.save_connection_history(name, first, version=0) is True
+    assert repo.save_connection_history(name, first, version=0) is False  # someone saved first
+    saved, version = repo.get_connection_history(name)
+    assert version == 1 and isinstance(saved, DurationHistory)
+    assert saved.weights == pytest.approx(first.weights)
+    second = learn(saved, state=PollState(checked_at=900.0), finished_by=1000.0)
+    assert repo.save_connection_history(name, second, version=1) is True
+    assert repo.save_connection_history(name, second, version=1) is False
+    assert repo.get_connection_history(name)[1] == 2

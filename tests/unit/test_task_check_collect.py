@@ -298,3 +298,42 @@ def test_when_a_round_cannot_check_every_chunk_the_next_starts_with_those_left_o
         seen.append(sorted(i for op, i in world.provider.calls[before:] if op == "check"))
     # Then three rounds checked every chunk once
     assert sorted(i for round_ in seen for i in round_) == list(range(6)), seen
+
+
+def test_a_batch_that_finishes_on_its_own_teaches_its_connection_and_the_next_batch_starts_from_it(world):
+    from batchbridge import polling
+
+    submitted(world, 3)
+    world.clock.now += 600  # it ran ten minutes
+    world.provider.will("check", RUNNING)
+    check_batch(BATCH_ID, PLENTY, world.deps)
+    world.clock.now += 60
+    assert check_batch(BATCH_ID, PLENTY, world.deps).done
+    history, version = world.repo.get_connection_history("scripted-test")
+    assert version == 1 and history is not None and history.weight == pytest.approx(1.0, abs=0.01)
+    # after a few more like it, the next batch's first wait is aimed where this connection's batches end,
+    # not at the cold floor
+    for n in range(3, 3 + polling.MIN_HISTORY_WEIGHT.__ceil__()):
+        batch_id = f"00000000-0000-4000-8000-{n:012d}"
+        add_batch(world, 3, batch_id=batch_id)
+        submit_batch(batch_id, PLENTY, world.deps)
+        world.clock.now += 600
+        world.provider.will("check", RUNNING)
+        check_batch(batch_id, PLENTY, world.deps)
+        world.clock.now += 60
+        assert check_batch(batch_id, PLENTY, world.deps).done
+    other = "00000000-0000-4000-8000-000000000002"
+    add_batch(world, 3, batch_id=other)
+    learned = submit_batch(other, PLENTY, world.deps).wait_seconds
+    fresh = make_world()
+    add_batch(fresh, 3, batch_id=other)
+    cold = submit_batch(other, PLENTY, fresh.deps).wait_seconds
+    assert learned > cold
+    assert polling.PollState.model_validate(world.batch(other).poll_state).polls == 1
+
+
+def test_a_cancelled_or_timed_out_batch_teaches_nothing(world):
+    submitted(world, 3)
+    world.repo.request_cancel(BATCH_ID)
+    check_batch(BATCH_ID, PLENTY, world.deps)
+    assert world.repo.get_connection_history("scripted-test") == (None, 0)

@@ -39,6 +39,7 @@ from batchbridge import limits
 from batchbridge.clock import now_iso
 from batchbridge.errors import BatchNotFoundError, InvalidTokenError
 from batchbridge.models import TERMINAL_STATUSES, BatchStatus, ChunkState, Counts, ErrorInfo, OutcomeKind
+from batchbridge.polling import DurationHistory
 from batchbridge.records import Batch, CancelAttempt, Chunk, JoinState, Settlement, Upload
 
 META = "META"
@@ -571,6 +572,25 @@ class Repository(ABC):
             remove=("batchId",),
         )
         return self._apply(write) is not None
+
+    # --- what the polling policy learns per connection --------------------------------------------
+    def get_connection_history(self, connection: str) -> tuple[DurationHistory | None, int]:
+        """The connection's learned batch durations and the version to save the next one over."""
+        item = self._get((f"CONNECTION#{connection}", "POLLING"))
+        if not item:
+            return None, 0
+        return DurationHistory.model_validate(item.get("history") or {}), int(item.get("version", 0))
+
+    def save_connection_history(self, connection: str, history: DurationHistory, *, version: int) -> bool:
+        """Save the connection's history over ``version`` (0: none saved yet); False when another batch
+        saved one first (the caller reads it again and learns once more)."""
+        key = (f"CONNECTION#{connection}", "POLLING")
+        values = {"history": history.model_dump(), "version": version + 1}
+        if version == 0:
+            return self._put_new(key, values)
+        return (
+            self._apply(Write(key=key, expect=(Expect("version", "in", (version,)),), set=values)) is not None
+        )
 
     # --- listing ------------------------------------------------------------------------------------
     @abstractmethod

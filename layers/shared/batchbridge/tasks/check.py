@@ -19,7 +19,7 @@ from batchbridge.providers.base import Provider, StatusReport
 from batchbridge.records import Batch, Chunk
 from batchbridge.tasks import MAX_ROUNDS, SAFETY_MARGIN_SECONDS, Deps, Step, TimeLeft
 from batchbridge.tasks.chunks import chunk_info
-from batchbridge.tasks.timing import bounds, policy_seconds, scaled_wait
+from batchbridge.tasks.timing import bounds, history, learn, policy_seconds, scaled_wait
 
 Result = StatusReport | errors.BatchBridgeError | None
 
@@ -81,6 +81,8 @@ def check_batch(batch_id: str, time_left: TimeLeft, deps: Deps | None = None) ->
     progress = _overall_progress(chunks, states)
     if not any(state is ChunkState.RUNNING for state in states.values()):
         recorded_poll = deps.repo.record_poll(batch_id, progress=100.0, poll_state=None)
+        if recorded_poll is not None:  # it finished on its own (not cancelled, not past its deadline)
+            learn(deps, batch)
         return Step(done=True, poll_count=(recorded_poll or batch).rounds)
 
     wait, state = polling.next_wait(
@@ -91,6 +93,7 @@ def check_batch(batch_id: str, time_left: TimeLeft, deps: Deps | None = None) ->
         retry_after=retry_after,
         bounds=bounds(batch, provider),
         seed=batch_id,
+        history=history(deps, batch),
     )
     if wait_hint:
         wait = max(wait, min(wait_hint, policy_seconds(deps, batch.deadline_at - deps.clock())))

@@ -6,6 +6,8 @@ import math
 from typing import Any
 
 from batchbridge import polling
+from batchbridge.clock import parse_iso
+from batchbridge.observability import logger
 from batchbridge.providers.base import Provider
 from batchbridge.records import Batch
 from batchbridge.tasks import Deps
@@ -41,5 +43,29 @@ def first_wait_state(deps: Deps, batch: Batch, provider: Provider) -> tuple[floa
         retry_after=None,
         bounds=bounds(batch, provider),
         seed=batch.batch_id,
+        history=history(deps, batch),
     )
     return wait, state.model_dump()
+
+
+def history(deps: Deps, batch: Batch) -> polling.DurationHistory | None:
+    """What the connection's finished batches taught the policy; advisory: None when it cannot be read."""
+    try:
+        return deps.repo.get_connection_history(batch.connection)[0]
+    except Exception:
+        logger.warning("could not read the connection's polling history", exc_info=True)
+        return None
+
+
+def learn(deps: Deps, batch: Batch) -> None:
+    """Teach the connection's history how long this batch ran (it finished on its own); best effort."""
+    state = polling.PollState.model_validate(batch.poll_state or {})
+    finished_by = policy_seconds(deps, deps.clock() - parse_iso(batch.submitted_at or batch.created_at))
+    try:
+        for _ in range(2):  # another batch of the connection may save first: read again, learn once more
+            known, version = deps.repo.get_connection_history(batch.connection)
+            taught = polling.learn(known, state=state, finished_by=finished_by)
+            if deps.repo.save_connection_history(batch.connection, taught, version=version):
+                return
+    except Exception:
+        logger.warning("could not save the connection's polling history", exc_info=True)
