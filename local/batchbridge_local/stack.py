@@ -187,6 +187,12 @@ class LocalStack:
             for name, original in self._unpatched.items():
                 setattr(DynamoDBBackend, name, original)
             self._unpatched = {}
+        if getattr(self, "_unpatched_handler", None):
+            from moto.dynamodb.responses import DynamoHandler
+
+            for name, original in self._unpatched_handler.items():
+                setattr(DynamoHandler, name, original)
+            self._unpatched_handler = {}
         if self._original_invoke is not None:
             LambdaFunction.invoke = self._original_invoke
             self._original_invoke = None
@@ -399,8 +405,10 @@ class LocalStack:
         that iterates the table while another thread adds an item fails ("dictionary changed size during
         iteration"). The local runtime runs many tasks at once, so every operation takes one lock."""
         from moto.dynamodb.models import DynamoDBBackend
+        from moto.dynamodb.responses import DynamoHandler
 
         lock = threading.RLock()
+        self.dynamodb_lock = lock
         self._unpatched: dict[str, Any] = {}
         operations = (
             "put_item",
@@ -425,6 +433,22 @@ class LocalStack:
                     return _original(backend, *args, **kwargs)
 
             setattr(DynamoDBBackend, name, atomic)
+        # The backend hands back the stored items themselves, and moto's handler turns them into the
+        # answer after the backend call returns, while another thread's update may be changing them in
+        # place ("dictionary changed size during iteration", once a 500 from GET /batches/{id}). The
+        # handler's whole operation, answer included, takes the same lock.
+        self._unpatched_handler: dict[str, Any] = {}
+        for name in operations:
+            handler_original = getattr(DynamoHandler, name, None)
+            if handler_original is None:
+                continue
+            self._unpatched_handler[name] = handler_original
+
+            def atomic_operation(handler: Any, _original: Any = handler_original) -> Any:
+                with lock:
+                    return _original(handler)
+
+            setattr(DynamoHandler, name, atomic_operation)
         DynamoDBBackend.transact_write_items = _item_rollback_transactions(  # type: ignore[method-assign]
             DynamoDBBackend.transact_write_items, lock
         )

@@ -160,8 +160,9 @@ def test_fifty_batches_at_once_across_providers_all_finish_with_every_outcome(
     began = time.monotonic()
     submit_all_at_once(stack, plans)
     assert len({p.batch_id for p in plans}) == BATCHES
+    # (the bound is for a stuck batch, not a speed target: a busy two-core CI machine once took over 90 s)
     views = {
-        p.batch_id: stack.wait_for_batch(p.batch_id, timeout=max(5.0, 90 - (time.monotonic() - began)))
+        p.batch_id: stack.wait_for_batch(p.batch_id, timeout=max(5.0, 300 - (time.monotonic() - began)))
         for p in plans
     }
 
@@ -238,7 +239,7 @@ def test_a_10000_job_ivvy_batch_completes_in_50_chunks_with_every_outcome(stack,
     )
     assert status == 202, answer
     batch_id = answer["batchId"]
-    view = stack.wait_for_batch(batch_id, timeout=120)
+    view = stack.wait_for_batch(batch_id, timeout=300)
     took = time.monotonic() - began
     # Then iVvy ran it as 50 batches of 200, once each, and the batch is partially successful
     assert view["status"] == "PARTIALLY_SUCCEEDED"
