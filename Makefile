@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast lint typecheck validate build lock clean diagram
+.PHONY: help setup demo test test-fast mutants lint typecheck validate build lock clean diagram
 .PHONY: bench bench-smoke bench-memory bench-uploads bench-scale bench-cold bench-cpu
 .PHONY: security cfn-lint checkov audit lock-tools
 
@@ -56,6 +56,9 @@ typecheck: $(STAMP)  ## mypy (strict on the shared package and the client)
 
 validate: $(STAMP)  ## sam validate --lint
 	@$(BIN)/sam validate --lint
+
+mutants: $(STAMP)  ## remove or weaken each lifecycle guard in a copy of the code; its tests must fail (about 10 minutes)
+	@$(BIN)/python -m batchbridge_local.mutants $(ARGS)
 
 diagram: $(STAMP)  ## redraw README.md's workflow diagram from statemachine/batch.asl.json
 	@$(BIN)/python -m batchbridge_local.diagram

@@ -17,10 +17,13 @@ PLENTY = lambda: 300.0  # noqa: E731
 NO_TIME = lambda: 0.0  # noqa: E731 - each call does its one unit of work and stops
 
 
-@pytest.fixture
-def world(monkeypatch):
-    monkeypatch.setattr(objects, "PART_BYTES", 200)  # parts of a few lines, so joins span many parts
-    monkeypatch.setattr(join_module, "PART_BYTES", 200)
+@pytest.fixture(params=[200, 1000], ids=["a-part-per-chunk", "parts-spanning-chunks"])
+def world(request, monkeypatch):
+    # Parts of a few lines, so joins span many parts: at 200 bytes each chunk's outcomes make a part of
+    # their own; at 1,000 a part takes several chunks, so what an invocation has not yet sent is carried
+    # to the next one as a tail.
+    monkeypatch.setattr(objects, "PART_BYTES", request.param)
+    monkeypatch.setattr(join_module, "PART_BYTES", request.param)
     world = make_world()
     add_batch(world, 20)  # 7 chunks of at most 3
     submit_batch(BATCH_ID, PLENTY, world.deps)

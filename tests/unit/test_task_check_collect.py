@@ -243,11 +243,16 @@ def test_two_collectors_racing_for_a_chunk_settle_it_once(world):
     assert len(world.outcome_lines()) == 3
 
 
-def test_finalize_is_idempotent_and_never_overwrites_a_terminal_status(world):
+def test_finalize_is_idempotent_and_never_overwrites_a_terminal_status(world, monkeypatch):
     submitted(world, 3)
     check_batch(BATCH_ID, PLENTY, world.deps)
     first = settle(world)
+    written: list[str] = []  # a replay on a finished batch rewrites no results file and reads no chunk
+    monkeypatch.setattr(world.objects, "put_bytes", lambda key, *a, **k: written.append(key))
+    monkeypatch.setattr(world.objects, "writer", lambda key: written.append(key))
+    monkeypatch.setattr(world.repo, "iter_chunks", lambda *a, **k: written.append("chunks") or iter(()))
     again = finalize_batch(BATCH_ID, Failure.model_validate({"Error": "States.Timeout"}), world.deps)
+    assert written == []
     assert (first.pop("finishedNow"), again.pop("finishedNow")) == (True, False)  # counted once
     assert again == first and world.batch().status is BatchStatus.SUCCEEDED
 
