@@ -102,6 +102,9 @@ lock:  ## re-resolve requirements/dev.lock from requirements/dev.in, then the la
 	@$(BIN)/uv pip compile requirements/runtime.in -c requirements/lambda-runtime.txt -c requirements/dev.lock \
 		$(foreach p,$(LAYER_LEFT_OUT),--no-emit-package $(p)) --python-version 3.13 \
 		--python-platform aarch64-manylinux2014 --generate-hashes -o layers/shared/requirements.txt
+	@$(BIN)/uv pip compile requirements/signing.in -c requirements/lambda-runtime.txt -c requirements/dev.lock \
+		--python-version 3.13 --python-platform aarch64-manylinux2014 --generate-hashes \
+		-o layers/shared/signing-requirements.txt
 
 security: $(STAMP) $(TOOLS_STAMP)  ## cfn-lint, checkov and pip-audit; any finding fails
 	@$(MAKE) --no-print-directory cfn-lint checkov audit
@@ -128,7 +131,8 @@ audit: $(STAMP)  ## pip-audit every locked pin (dev, layer, tools) against PyPI'
 		test "$(AUDIT_UNREACHABLE)" = warn || exit 1; \
 	else \
 		$(BIN)/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
-			-r requirements/dev.lock -r layers/shared/requirements.txt -r requirements/tools.lock \
+			-r requirements/dev.lock -r layers/shared/requirements.txt -r layers/shared/signing-requirements.txt \
+			-r requirements/tools.lock \
 		|| { echo "pip-audit FAILED: a pin has a known vulnerability, or could not be looked up (see the" \
 			"lines above). Bump the pin in requirements/*.in and re-lock (make lock / make lock-tools)." >&2; \
 			exit 1; }; \

@@ -82,16 +82,17 @@ def uv() -> str:
     return found
 
 
-def build_layer(target: Path, python: Path | str, platform: str = "") -> Path:
-    """Build the shared layer into ``target`` with its own Makefile, as ``sam build`` does; returns the
-    folder that is ``/opt`` in Lambda. ``platform`` empty: this machine's wheels, to import them here."""
+def build_layer(target: Path, python: Path | str, platform: str = "", layer: str = "SharedLayer") -> Path:
+    """Build ``layer`` (``SharedLayer`` or ``SigningLayer``) into ``target`` with its own Makefile, as
+    ``sam build`` does; returns the folder that is ``/opt`` in Lambda. ``platform`` empty: this machine's
+    wheels, to import them here."""
     subprocess.run(
         [
             "make",
             "--no-print-directory",
             "-C",
             str(LAYER_SOURCE),
-            "build-SharedLayer",
+            f"build-{layer}",
             f"ARTIFACTS_DIR={target}",
             f"PYTHON={python}",
             f"UV={uv()}",

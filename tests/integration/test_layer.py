@@ -8,6 +8,7 @@ address a UDP socket on loopback that this test reads. Building the environment 
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -200,3 +201,50 @@ def test_the_environment_is_the_template_s(env: lambda_env.LambdaEnv) -> None:
     assert "POWERTOOLS_TRACE_DISABLED" not in seen
     assert seen["PYTHONPATH"].split(":") == [str(FUNCTIONS["ApiFunction"].code_dir), str(env.opt / "python")]
     assert Path(seen["LAMBDA_TASK_ROOT"]).name == "api"
+
+
+# --- the signing layer -------------------------------------------------------------------------------
+_SIGN = """
+import base64
+import json
+from batchbridge.errors import ConfigurationError
+from batchbridge.providers.superoffice import signed_system_token
+try:
+    print("SIGNED " + signed_system_token("sys-token", {key!r}))
+except ConfigurationError as exc:
+    print("REFUSED " + str(exc))
+"""
+
+
+def _sign_in(env: lambda_env.LambdaEnv, key: str, *layers: Path) -> str:
+    function = FUNCTIONS["SubmitBatchFunction"]
+    path = ":".join([str(function.code_dir), *(str(layer / "python") for layer in layers)])
+    done = env.run(function, _SIGN.format(key=key), {"PYTHONPATH": path})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_system_user_signs_in_with_the_signing_layer_and_is_told_what_to_deploy_without_it(
+    env: lambda_env.LambdaEnv, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    # Without the signing layer: a configuration error naming the parameter, not an ImportError
+    assert _sign_in(env, pem, env.opt) == (
+        "REFUSED a SuperOffice system-user connection needs the signing layer to sign its token: deploy "
+        "with SuperOfficeSystemUsers=true"
+    )
+    # With it (built by its Makefile target, as sam build does): a token SuperOffice can verify
+    signing = lambda_env.build_layer(tmp_path / "signing", env.python, layer="SigningLayer")
+    answer = _sign_in(env, pem, env.opt, signing)
+    assert answer.startswith("SIGNED sys-token.")
+    token, stamp, signature = answer.removeprefix("SIGNED ").split(".")
+    key.public_key().verify(
+        base64.b64decode(signature), f"{token}.{stamp}".encode(), padding.PKCS1v15(), hashes.SHA256()
+    )
+    assert lambda_env.tree_bytes(signing) < 20_000_000

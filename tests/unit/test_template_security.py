@@ -120,3 +120,19 @@ def test_the_provider_error_alarm_reads_what_the_handlers_emit():
         assert metric["Namespace"] == metrics.namespace
         assert metric["Dimensions"] == [{"Name": "service", "Value": metrics.service}]
     assert RESOURCES["FailedExecutionsAlarm"]["Properties"]["MetricName"] == "ExecutionsFailed"
+
+
+def test_the_signing_layer_is_deployed_on_request_and_then_reaches_every_function():
+    # cryptography (13 MB) is only for SuperOffice system users: off by default, on with one parameter
+    assert TEMPLATE["Parameters"]["SuperOfficeSystemUsers"]["Default"] == "false"
+    assert TEMPLATE["Conditions"]["SystemUserSigning"] == {
+        "Fn::Equals": [{"Ref": "SuperOfficeSystemUsers"}, "true"]
+    }
+    assert RESOURCES["SigningLayer"]["Condition"] == "SystemUserSigning"
+    assert RESOURCES["SigningLayer"]["Metadata"]["BuildMethod"] == "makefile"
+    assert TEMPLATE["Globals"]["Function"]["Layers"] == [
+        {"Ref": "SharedLayer"},
+        {"Fn::If": ["SystemUserSigning", {"Ref": "SigningLayer"}, {"Ref": "AWS::NoValue"}]},
+    ]
+    functions = of_type("AWS::Serverless::Function")
+    assert functions and not [n for n, f in functions.items() if "Layers" in f["Properties"]]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import json
 import threading
 import time
@@ -320,15 +321,20 @@ def vendor_error_text(body: Any) -> str:
 
 
 # --- system user sign-in ----------------------------------------------------------------------------
+def _require_cryptography() -> None:
+    """The cryptography package is in the signing layer, deployed only where system users are wanted."""
+    if importlib.util.find_spec("cryptography") is None:
+        raise ConfigurationError(
+            "a SuperOffice system-user connection needs the signing layer to sign its token: deploy with "
+            "SuperOfficeSystemUsers=true"
+        )
+
+
 def _private_key(text: str) -> Any:
     """The RSA private key from a PEM text or SuperOffice's RSA XML (``<RSAKeyValue>``)."""
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-    except ImportError:  # pragma: no cover - the layer must carry it for system-user connections
-        raise ConfigurationError(
-            "a SuperOffice system-user connection needs the 'cryptography' package to sign its token"
-        ) from None
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     stripped = text.strip()
     try:
         if stripped.startswith("<"):
@@ -357,6 +363,7 @@ def _private_key(text: str) -> Any:
 def signed_system_token(system_user_token: str, private_key: str, now: datetime | None = None) -> str:
     """``<token>.<yyyyMMddHHmm UTC>.<base64 RSA-SHA256 signature of the first two parts>``, as SuperOffice
     documents the SignedSystemToken."""
+    _require_cryptography()
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
