@@ -1,5 +1,5 @@
 """The inputs of ``sam local invoke``: every file in events/ is an event its function really receives, and
-env.json holds exactly each function's environment.
+events/env.json holds exactly each function's environment.
 
 API events are whole API Gateway REST proxy events (Powertools' own model accepts them) for a route the
 template declares; task events carry exactly what the state machine's ``Parameters`` pass the task.
@@ -173,8 +173,8 @@ def test_no_two_events_that_make_their_batch_anew_name_the_same_one():
         assert params.get("batch_id") not in named, path
 
 
-# --- env.json -------------------------------------------------------------------------------------------
-ENV = json.loads((ROOT / "env.json").read_text())
+# --- events/env.json ----------------------------------------------------------------------------------
+ENV = json.loads((EVENTS / "env.json").read_text())
 PARAMETER_DEFAULTS = {k: str(v.get("Default", "")) for k, v in TEMPLATE["Parameters"].items()}
 
 
