@@ -98,7 +98,11 @@ def finished_chunk(provider_name: str) -> tuple[Any, Any, list[Any], Any, Any]:
             name="bench",
             provider="os1",
             baseUrl=sim.base_url,
-            credentials={"clientId": sim.client_id, "clientSecret": sim.client_secret},
+            credentials={
+                "clientId": sim.client_id,
+                "clientSecret": sim.client_secret,
+                "originToken": sim.origin_token,
+            },
             settings={"tenantId": sim.tenant_id},
         )
         values = [

@@ -52,7 +52,12 @@ def connect(stack: Any, provider: str, sim: Any, name: str | None = None) -> str
             name, "superoffice", sim.base_url, credentials, {"contextIdentifier": sim.context_identifier}
         )
     elif provider == "os1":
-        credentials = {"clientId": sim.client_id, "clientSecret": sim.client_secret}
+        # OS1 takes batch writes only with the origin token (X-COREOS-ORIGIN-TOKEN)
+        credentials = {
+            "clientId": sim.client_id,
+            "clientSecret": sim.client_secret,
+            "originToken": sim.origin_token,
+        }
         stack.add_connection(name, "os1", sim.base_url, credentials, {"tenantId": sim.tenant_id})
     else:
         raise ValueError(f"no simulator for provider {provider!r}")

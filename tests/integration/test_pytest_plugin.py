@@ -38,6 +38,16 @@ def test_my_jobs_run_through_the_local_stack(batchbridge_client, ivvy_simulator)
     view = batchbridge_client.wait(accepted["batchId"], interval=0.2, timeout=120)
     assert view["status"] == "PARTIALLY_SUCCEEDED"
     assert view["counts"]["failed"] == 1 and view["counts"]["succeeded"] == 3
+
+
+def test_my_os1_drivers_run_through_the_local_stack(batchbridge_client, os1_simulator):
+    # OS1 takes writes only with the origin token: the os1-local connection must carry it
+    drivers = [{"clientRef": f"d{i}", "uniqueCode": f"DRV-{i:04d}", "name": f"Driver {i}"} for i in range(3)]
+    accepted = batchbridge_client.create_batch(
+        "os1", "os1-local", jobs=drivers, options={"participantType": "drivers"}
+    )
+    view = batchbridge_client.wait(accepted["batchId"], interval=0.2, timeout=120)
+    assert view["status"] == "SUCCEEDED", view.get("error")
 """
 
 
@@ -45,4 +55,4 @@ def test_a_users_project_gets_the_simulators_and_the_stack_as_fixtures(pytester)
     pytester.makepyfile(test_my_jobs=USERS_TESTS)
     pytester.makeini("[pytest]\nbatchbridge_job_seconds = 0.2\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
