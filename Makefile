@@ -43,7 +43,7 @@ demo: $(STAMP)  ## run a real iVvy batch end to end on the local stack
 
 test: $(STAMP)  ## lint, validate the template, and run every test
 	@$(MAKE) --no-print-directory lint typecheck validate
-	@$(BIN)/pytest -n 2 --dist loadgroup -q
+	@$(BIN)/pytest -n 2 --dist loadgroup -q --durations=15
 
 test-fast: $(STAMP)  ## unit and integration tests only
 	@$(BIN)/pytest -q tests/unit tests/integration

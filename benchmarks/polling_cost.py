@@ -1,6 +1,6 @@
 """What waiting costs: the polling policy against fixed-interval pollers, in virtual time, per mix of jobs.
 
-Run it from the repository root (``make bench``; ``make bench-smoke-polling`` for the quick form)::
+Run it from the repository root (``make bench``; ``make bench ARGS=--quick`` for the quick form CI runs)::
 
     PYTHONPATH=layers/shared:local:. python -m benchmarks.polling_cost [--quick] [--jobs N]
 
