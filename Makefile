@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast mutants lint typecheck validate build lock clean diagram
+.PHONY: help setup demo test test-fast mutants lint typecheck validate build lock clean diagram openapi
 .PHONY: bench bench-smoke bench-memory bench-uploads bench-scale bench-cold bench-cpu
 .PHONY: security cfn-lint checkov audit lock-tools
 
@@ -62,6 +62,9 @@ mutants: $(STAMP)  ## remove or weaken each lifecycle guard in a copy of the cod
 
 diagram: $(STAMP)  ## redraw README.md's workflow diagram from statemachine/batch.asl.json
 	@$(BIN)/python -m batchbridge_local.diagram
+
+openapi: $(STAMP)  ## regenerate schemas/openapi.v1.json from the api function's routes and models
+	@$(BIN)/python -m batchbridge_local.openapi
 
 build: $(STAMP)  ## sam build (arm64 layer and functions)
 	@$(BIN)/sam build

@@ -11,12 +11,12 @@ import hashlib
 import json
 import re
 import uuid
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from batchbridge import cost, limits
+from batchbridge.api_models import ListBatchesQuery, ResultsQuery, RetryQuery
 from batchbridge.clock import now_iso
 from batchbridge.connections import load_connection
 from batchbridge.errors import BatchBridgeError, IdempotencyConflictError, InvalidTokenError, RequestError
@@ -431,7 +431,7 @@ class RetryRequest(BaseModel):
 
 def retry_batch(
     batch_id: str,
-    params: dict[str, str],
+    query: RetryQuery,
     body: str | None,
     idempotency_key: str | None,
     base_path: str,
@@ -448,14 +448,13 @@ def retry_batch(
         raise RequestError(
             400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
         )
-    _only_params(params, {"outcomes"})
     data = read_json_object(body, is_base64=is_base64, max_bytes=64 * 1024) if body else {}
-    if params.get("outcomes"):
+    if query.outcomes:
         if "outcomes" in data:
             raise RequestError(
                 400, "INVALID_PARAMETER", "give outcomes in the query or in the body, not both"
             )
-        data["outcomes"] = [p.strip() for p in params["outcomes"].split(",")]
+        data["outcomes"] = [p.strip() for p in query.outcomes.split(",")]
     try:
         request = RetryRequest.model_validate(data)
     except ValidationError as exc:
@@ -631,27 +630,24 @@ def batch_view(batch_id: str, base_path: str, deps: Deps | None = None) -> dict[
     return {k: v for k, v in view.items() if v is not None}
 
 
-def outcomes_page(batch_id: str, params: dict[str, str], deps: Deps | None = None) -> dict[str, Any]:
+def outcomes_page(batch_id: str, query: ResultsQuery, deps: Deps | None = None) -> dict[str, Any]:
+    """``GET /batches/{id}/results``: a page of outcomes, the outcomes of one client reference, or (once the
+    batch has finished) a link to a results file. ``query`` was validated by the event handler."""
     deps = deps or Deps.default()
     batch = deps.repo.get_batch(batch_id)
-    _only_params(params, {"limit", "nextToken", "outcome", "format", "clientRef"})
-    outcome = _choice(params, "outcome", OutcomeKind)
-    if params.get("format") == "file":
-        return _results_file(deps, batch, outcome)
-    if params.get("format") not in (None, "", "json"):
-        raise RequestError(400, "INVALID_PARAMETER", "format must be 'json' or 'file'")
+    if query.format == "file":
+        return _results_file(deps, batch, query.outcome)
     page: dict[str, Any] = {"batchId": batch_id, "status": batch.status.value}
-    if params.get("clientRef"):
-        if params.get("nextToken") or outcome is not None:
+    if query.client_ref:
+        if query.next_token or query.outcome is not None:
             raise RequestError(
                 400, "INVALID_PARAMETER", "clientRef cannot be combined with outcome or nextToken"
             )
-        page["items"] = [r.view() for r in deps.repo.outcome_by_client_ref(batch_id, params["clientRef"])]
+        page["items"] = [r.view() for r in deps.repo.outcome_by_client_ref(batch_id, query.client_ref)]
         return page
-    limit = _limit(params, default=100, maximum=1000)
     try:
         rows, token = deps.repo.outcomes(
-            batch_id, kind=outcome, limit=limit, token=params.get("nextToken") or None
+            batch_id, kind=query.outcome, limit=query.limit, token=query.next_token
         )
     except InvalidTokenError as exc:
         raise RequestError(400, exc.code, exc.message) from None
@@ -684,28 +680,16 @@ def _results_file(deps: Deps, batch: Batch, outcome: OutcomeKind | None) -> dict
     }
 
 
-def list_batches(params: dict[str, str], base_path: str, deps: Deps | None = None) -> dict[str, Any]:
+def list_batches(query: ListBatchesQuery, base_path: str, deps: Deps | None = None) -> dict[str, Any]:
     """``GET /batches``: summaries, newest first, of one or several statuses (or ``active``), one
-    provider, or one client reference."""
+    provider, or one client reference. ``query`` was validated by the event handler."""
     deps = deps or Deps.default()
-    _only_params(params, {"status", "provider", "clientReference", "limit", "nextToken"})
-    limit = _limit(params, default=25, maximum=100)
-    statuses = _statuses(params.get("status") or "")
-    provider = params.get("provider") or None
-    if provider is not None:
-        known = [c.name for c in all_capabilities()]
-        if provider not in known:
-            raise RequestError(400, "INVALID_PARAMETER", f"provider must be one of: {', '.join(known)}")
-    reference = params.get("clientReference") or None
-    if reference is not None and (statuses or len(reference) > 256):
-        raise RequestError(
-            400,
-            "INVALID_PARAMETER",
-            "clientReference (at most 256 characters) cannot be combined with status",
-        )
-    query = ListQuery(statuses=statuses, provider=provider, client_reference=reference)
+    statuses = _statuses(query.status or "")
+    if query.client_reference is not None and statuses:
+        raise RequestError(400, "INVALID_PARAMETER", "clientReference cannot be combined with status")
+    listing = ListQuery(statuses=statuses, provider=query.provider, client_reference=query.client_reference)
     try:
-        batches, token = deps.repo.list_batches(query, limit=limit, token=params.get("nextToken") or None)
+        batches, token = deps.repo.list_batches(listing, limit=query.limit, token=query.next_token)
     except InvalidTokenError as exc:
         raise RequestError(400, exc.code, exc.message) from None
     page: dict[str, Any] = {"items": [_summary(b, base_path) for b in batches]}
@@ -749,34 +733,13 @@ def _summary(batch: Batch, base_path: str) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def _only_params(params: dict[str, str], allowed: set[str]) -> None:
+def only_params(params: dict[str, str], allowed: set[str]) -> None:
+    """A query parameter the route does not take is refused (400), never silently ignored."""
     unknown = set(params) - allowed
     if unknown:
         raise RequestError(
             400, "UNKNOWN_PARAMETER", f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}"
         )
-
-
-def _choice[E: StrEnum](params: dict[str, str], name: str, enum: type[E]) -> E | None:
-    """The query parameter ``name`` as a member of ``enum``; None when absent or empty."""
-    if not params.get(name):
-        return None
-    try:
-        return enum(params[name])
-    except ValueError:
-        allowed = ", ".join(member.value for member in enum)
-        raise RequestError(400, "INVALID_PARAMETER", f"{name} must be one of: {allowed}") from None
-
-
-def _limit(params: dict[str, str], *, default: int, maximum: int) -> int:
-    message = f"limit must be an integer from 1 to {maximum}"
-    try:
-        limit = int(params.get("limit", str(default)))
-    except ValueError:
-        raise RequestError(400, "INVALID_PARAMETER", message) from None
-    if not 1 <= limit <= maximum:
-        raise RequestError(400, "INVALID_PARAMETER", message)
-    return limit
 
 
 def cancel_batch(batch_id: str, base_path: str, deps: Deps | None = None) -> dict[str, Any]:
