@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from botocore.exceptions import ClientError
@@ -18,10 +17,26 @@ from batchbridge.models import Connection
 from batchbridge.providers.base import Provider, provider_class
 from batchbridge.providers.http import new_client
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CACHE_SECONDS = 300
-_cache: dict[str, tuple[float, Connection]] = {}
+#: How long a container keeps a connection's secret before reading it again; a provider's 401 re-reads it
+#: at once (``fresh``), so a rotated credential is picked up on the first call it fails.
+CACHE_SECONDS = 300
+_secrets: SecretsProvider | None = None
 _http = None
+
+
+def _secrets_provider() -> SecretsProvider:
+    """The container's Powertools Secrets Manager provider (its cache is the connections' cache), on the
+    container's metered client."""
+    global _secrets
+    if _secrets is None:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+        _secrets = SecretsProvider(boto3_client=aws.client("secretsmanager"))
+    return _secrets
 
 
 def secret_name(name: str) -> str:
@@ -29,24 +44,29 @@ def secret_name(name: str) -> str:
 
 
 def load_connection(name: str, *, fresh: bool = False) -> Connection:
-    """Read and validate a connection secret; cached for five minutes per container unless ``fresh``."""
+    """Read and validate a connection secret; cached for :data:`CACHE_SECONDS` per container unless
+    ``fresh`` (read again now, and cached from then)."""
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
     if not NAME_PATTERN.match(name):
         raise ConnectionNotFoundError(f"connection name {name!r} is not valid")
-    hit = _cache.get(name)
-    if hit and hit[0] > time.monotonic() and not fresh:
-        return hit[1]
     try:
-        raw = aws.client("secretsmanager").get_secret_value(SecretId=secret_name(name))["SecretString"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise ConnectionNotFoundError(f"unknown connection {name!r}") from None
+        raw = _secrets_provider().get(secret_name(name), max_age=CACHE_SECONDS, force_fetch=fresh)
+    except GetParameterError as exc:
+        # Powertools wraps what the read raised; a missing secret is an unknown connection, the rest
+        # (throttling, access denied) is raised as the client raised it.
+        cause = exc.__context__
+        if isinstance(cause, ClientError):
+            if cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise ConnectionNotFoundError(f"unknown connection {name!r}") from None
+            raise cause from None
         raise
-    connection = parse_connection(name, raw)
-    _cache[name] = (time.monotonic() + _CACHE_SECONDS, connection)
-    return connection
+    if not isinstance(raw, str | bytes):
+        raise ConfigurationError(f"connection {name!r}: the secret is not text")
+    return parse_connection(name, raw)
 
 
-def parse_connection(name: str, raw: str) -> Connection:
+def parse_connection(name: str, raw: str | bytes) -> Connection:
     try:
         data: Any = json.loads(raw)
     except json.JSONDecodeError:
@@ -72,6 +92,9 @@ def build_provider(connection: Connection) -> Provider:
 
 
 def clear_cache() -> None:
-    global _http
-    _cache.clear()
+    """Forget every cached secret and the shared HTTP client (a test's or a rotation's fresh start)."""
+    global _http, _secrets
+    if _secrets is not None:
+        _secrets.clear_cache()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
+    _secrets = None
     _http = None
