@@ -21,7 +21,9 @@ from batchbridge import api, api_models, cost, ops_metrics, uploads
 from batchbridge.errors import BatchBridgeError, BatchNotFoundError, IdempotencyConflictError
 from batchbridge.observability import logger, metrics, tracer
 
-if TYPE_CHECKING:  # an annotation only: nothing to import at cold start
+if TYPE_CHECKING:  # annotations only: nothing to import at cold start
+    from collections.abc import Callable
+
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # A callback only has to name its chunk (the provider is then asked to confirm it); iVvy's embeds the
@@ -88,15 +90,19 @@ def _answers(ok: dict[int, tuple[str, Any]], *errors: int) -> dict[int, Any]:
 
 
 #: Bodies the routes read themselves (see _body), named here so that the document describes them.
-_BODIES: dict[str, type[BaseModel]] = {}
+_BODIES: dict[str, type[BaseModel] | Callable[[], type[BaseModel]]] = {}
 
 
-def _body(name: str, model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+def _body(
+    name: str, model: type[BaseModel] | Callable[[], type[BaseModel]], *, required: bool = True
+) -> dict[str, Any]:
     """The document's request body for a route that reads its body itself, rather than through
     Powertools' validation: POST /batches validates up to the inline limit of jobs in one pass over lines
     it writes as it checks them (api.inline_jobs), which parsing and validating the body first would
     double; and every body goes through api.read_json_object, which refuses what json.loads would let
-    through or choke on (NaN, nesting deep enough to exhaust the stack) with a 400 instead of a 500."""
+    through or choke on (NaN, nesting deep enough to exhaust the stack) with a 400 instead of a 500.
+
+    ``model`` may be a function that builds it: the document is built on demand, not at cold start."""
     _BODIES[name] = model
     schema = {"$ref": f"#/components/schemas/{name}"}
     content = {content_types.APPLICATION_JSON: {"schema": schema}}
@@ -156,7 +162,7 @@ def _query[M: BaseModel](model: type[M], value: M) -> M:
         413,
         422,
     ),
-    openapi_extensions=_body("CreateBatchRequest", api_models.create_batch_request()),
+    openapi_extensions=_body("CreateBatchRequest", api_models.create_batch_request),
 )
 def create_batch(idempotency_key: IdempotencyKey = None) -> Response[Any]:
     event = app.current_event
@@ -432,7 +438,8 @@ def openapi_document() -> dict[str, Any]:
     document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     _, bodies = models_json_schema(
-        [(model, "validation") for model in _BODIES.values()], ref_template="#/components/schemas/{model}"
+        [(model if isinstance(model, type) else model(), "validation") for model in _BODIES.values()],
+        ref_template="#/components/schemas/{model}",
     )
     for name, schema in bodies.get("$defs", {}).items():
         schemas.setdefault(name, schema)
