@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -22,8 +23,6 @@ from batchbridge.errors import BatchBridgeError, BatchNotFoundError, Idempotency
 from batchbridge.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:  # annotations only: nothing to import at cold start
-    from collections.abc import Callable
-
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # A callback only has to name its chunk (the provider is then asked to confirm it); iVvy's embeds the
@@ -166,16 +165,24 @@ def _query[M: BaseModel](model: type[M], value: M) -> M:
 )
 def create_batch(idempotency_key: IdempotencyKey = None) -> Response[Any]:
     event = app.current_event
-    with cost.metering() as meter:  # what creating it cost is the batch's first usage
-        meter.memory_mb = int(getattr(app.lambda_context, "memory_limit_in_mb", 128))
-        status, body = api.create_batch(
+    return _accept(
+        lambda: api.create_batch(
             event.body,
             idempotency_key,
             _base_path(),
             is_base64=event.is_base64_encoded,
             api_base_url=_public_url(),
         )
-    ops_metrics.batch_accepted(status, body)  # BatchesAccepted by provider, for a new batch only
+    )
+
+
+def _accept(create: Callable[[], tuple[int, dict[str, Any]]]) -> Response[Any]:
+    """A new batch (created or retried): what accepting it cost is its first usage, and BatchesAccepted
+    counts it by provider (a replay is not counted)."""
+    with cost.metering() as meter:
+        meter.memory_mb = int(getattr(app.lambda_context, "memory_limit_in_mb", 128))
+        status, body = create()
+    ops_metrics.batch_accepted(status, body)
     return _json(status, body)
 
 
@@ -245,9 +252,8 @@ def retry_batch(
 ) -> Response[Any]:
     event = app.current_event
     query = _query(api_models.RetryQuery, query)
-    with cost.metering() as meter:
-        meter.memory_mb = int(getattr(app.lambda_context, "memory_limit_in_mb", 128))
-        status, body = api.retry_batch(
+    return _accept(
+        lambda: api.retry_batch(
             batch_id,
             query,
             event.body,
@@ -256,8 +262,7 @@ def retry_batch(
             is_base64=event.is_base64_encoded,
             api_base_url=_public_url(),
         )
-    ops_metrics.batch_accepted(status, body)  # a retry is a new batch: BatchesAccepted by provider
-    return _json(status, body)
+    )
 
 
 @app.post(

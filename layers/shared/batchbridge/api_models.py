@@ -159,8 +159,8 @@ class ResultsLocation(_Shape):
     )
 
 
-class BatchView(_Shape):
-    """``GET /batches/{id}``."""
+class BatchSummary(_Shape):
+    """One batch in a listing."""
 
     batch_id: str = Field(alias="batchId")
     status: BatchStatus
@@ -168,21 +168,27 @@ class BatchView(_Shape):
     connection: str
     client_reference: str | None = Field(default=None, alias="clientReference")
     job_count: int = Field(alias="jobCount", ge=1)
+    counts: Counts | None = None
+    created_at: str = Field(alias="createdAt", json_schema_extra={"format": "date-time"})
+    finished_at: str | None = Field(
+        default=None, alias="finishedAt", json_schema_extra={"format": "date-time"}
+    )
+    links: Links
+
+
+class BatchView(BatchSummary):
+    """``GET /batches/{id}``: the summary's fields and the rest of the record."""
+
     chunk_count: int = Field(alias="chunkCount", ge=1)
     progress: float | None = Field(
         default=None, ge=0, le=100, description="Percent, where the provider reports it."
     )
-    counts: Counts | None = None
     error: ErrorInfo | None = None
     polls: int = Field(ge=0, description="Workflow rounds used (submit attempts and status checks).")
     cost: dict[str, Any] | None = Field(
         default=None, description="What the batch cost on AWS at list prices, by service."
     )
-    created_at: str = Field(alias="createdAt", json_schema_extra={"format": "date-time"})
     updated_at: str | None = Field(default=None, alias="updatedAt", json_schema_extra={"format": "date-time"})
-    finished_at: str | None = Field(
-        default=None, alias="finishedAt", json_schema_extra={"format": "date-time"}
-    )
     deadline_at: int = Field(alias="deadlineAt", description="Unix time in seconds.")
     retry_of: str | None = Field(
         default=None, alias="retryOf", description="The batch whose jobs this one retried."
@@ -191,22 +197,6 @@ class BatchView(_Shape):
         default=None, description="Batches that retried this one's failed or unprocessed jobs."
     )
     results: ResultsLocation | None = None
-    links: Links
-
-
-class BatchSummary(_Shape):
-    batch_id: str = Field(alias="batchId")
-    status: BatchStatus
-    provider: str
-    connection: str
-    client_reference: str | None = Field(default=None, alias="clientReference")
-    job_count: int = Field(alias="jobCount", ge=1)
-    counts: Counts | None = None
-    created_at: str = Field(alias="createdAt", json_schema_extra={"format": "date-time"})
-    finished_at: str | None = Field(
-        default=None, alias="finishedAt", json_schema_extra={"format": "date-time"}
-    )
-    links: Links
 
 
 class BatchList(_Shape):
