@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from batchbridge.api_models import ListBatchesQuery, ResultsQuery
 from batchbridge.providers.base import all_capabilities, provider_class
 from batchbridge_local import openapi, template
 
@@ -83,6 +84,14 @@ def test_query_parameters_keep_their_bounds():
     assert listing["limit"]["schema"] == {"default": 25, "maximum": 100, "minimum": 1, "type": "integer"}
     results = {p["name"]: p for p in DOC["paths"]["/batches/{batch_id}/results"]["get"]["parameters"]}
     assert results["format"]["schema"]["enum"] == ["json", "file"]
+
+
+def test_a_blank_query_parameter_is_an_absent_one():
+    page = ResultsQuery.model_validate({"format": "", "outcome": "", "clientRef": "", "nextToken": ""})
+    assert (page.format, page.outcome, page.client_ref, page.next_token) == ("json", None, None, None)
+    listing = ListBatchesQuery.model_validate({"status": "", "provider": "", "clientReference": ""})
+    assert (listing.status, listing.provider, listing.client_reference) == (None, None, None)
+    assert listing.limit == 25
 
 
 @pytest.mark.parametrize("name", [c.name for c in all_capabilities()])

@@ -112,14 +112,12 @@ class ResultsQuery(_Shape):
         ),
     )
 
-    _blanks = field_validator("outcome", "client_ref", "next_token", "format", mode="before")(
-        _blank_is_absent
-    )
+    _blanks = field_validator("outcome", "client_ref", "next_token", mode="before")(_blank_is_absent)
 
     @field_validator("format", mode="before")
     @classmethod
-    def _default_format(cls, value: Any) -> Any:
-        return "json" if value is None else value
+    def _blank_is_json(cls, value: Any) -> Any:
+        return "json" if value in (None, "") else value
 
 
 class RetryQuery(_Shape):
