@@ -159,6 +159,12 @@ def _(stack, event, answer):
     assert {p["name"] for p in body["providers"]} == {"ivvy", "willsuite", "superoffice", "os1"}
 
 
+@check("api/get_openapi.json")
+def _(stack, event, answer):
+    body = http(event, answer, 200)
+    assert body["openapi"].startswith("3.1") and "/batches" in body["paths"]
+
+
 # --- uploads ------------------------------------------------------------------------------------------
 @check("api/create_upload.json")
 def _(stack, event, answer):
