@@ -84,7 +84,7 @@ def test_a_retry_is_refused_while_the_batch_runs_and_when_nothing_matches(stack,
     status, body = stack.api("POST", f"/batches/{batch_id}/retry", query={"outcomes": "failed,lost"})
     assert (status, body["error"]["code"]) == (422, "VALIDATION_FAILED")
     status, body = stack.api("POST", "/batches/00000000-0000-4000-8000-000000000000/retry")
-    assert status == 404
+    assert (status, body["error"]["code"]) == (404, "BATCH_NOT_FOUND"), body
 
 
 def test_a_page_of_failures_costs_its_size_not_the_batchs(stack, ivvy, ivvy_connection):
