@@ -4,6 +4,7 @@ problem, and leaves nothing behind; good input is accepted once, even when retri
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -179,7 +180,7 @@ def test_reusing_an_idempotency_key_for_a_different_body_is_refused(stack, ivvy_
 
 
 def test_an_unknown_batch_is_404(stack):
-    status, response = stack.api("GET", "/batches/00000000-0000-4000-8000-000000000000")
+    status, response = stack.api("GET", f"/batches/{uuid.uuid4()}")  # an id no test creates
     assert status == 404
     assert response["error"]["code"] == "BATCH_NOT_FOUND"
 
