@@ -434,6 +434,17 @@ def test_a_failing_callback_does_not_break_the_simulator(sim):
     assert call(sim, "batch", "results", {"async": async_id}).status_code == 200
 
 
+def test_lost_callbacks_never_arrive(sim, receiver):
+    # Given callbacks are lost on the way
+    sim.faults.lose_callbacks = True
+    sim.job_seconds = 0
+    async_id = call(sim, "batch", "run", {"jobs": [session()], "callbackUrl": receiver.url}).json()["asyncId"]
+    # When the batch completes, Then nothing arrives and nothing is attempted, and the results are there
+    assert not receiver.arrived.wait(0.5)
+    assert sim.callbacks_for(async_id) == []
+    assert call(sim, "batch", "results", {"async": async_id}).status_code == 200
+
+
 # --- vendor envelopes for faults -----------------------------------------------------------------------
 def test_throttling_uses_ivvys_envelope_and_retry_after(sim):
     sim.faults.throttle_next = 1

@@ -63,6 +63,18 @@ class Faults:
     ``error_after_handling_next`` answers ``error_after_handling_status`` (502 unless set) after the request
     was acted on, in the vendor's own error envelope; ``server_error_status`` is the status of
     ``server_error_next`` (the vendor's usual one unless set), which answers before the request is acted on.
+
+    Knobs a fault matrix aims at one exact call (each is spent like the others):
+
+    * ``skip_next``: the next N matching requests pass untouched; the other knobs apply from the one after
+      (so a fault can hit a later chunk's submit, or a later poll).
+    * ``refuse_credentials_next``: answer the vendor's own 401 (:meth:`Simulator.unauthorized_response`)
+      before acting on the request.
+    * ``hold_answer_next``: act on the request, then hold the answer ``hold_answer_seconds`` (longer than
+      a client waits) and close the connection without one: a timeout before any answer.
+    * ``wrong_shape_next``: act on the request, then answer 2xx in a shape the vendor's documentation does
+      not allow (:meth:`Simulator.wrong_shape_response`).
+    * ``lose_callbacks``: completion callbacks the vendor would send are lost on the way (never sent).
     """
 
     latency_seconds: float = 0.0
@@ -78,6 +90,12 @@ class Faults:
     truncated_next: int = 0
     only_paths: tuple[str, ...] = ()
     only_methods: tuple[str, ...] = ()
+    skip_next: int = 0
+    refuse_credentials_next: int = 0
+    hold_answer_next: int = 0
+    hold_answer_seconds: float = 5.0
+    wrong_shape_next: int = 0
+    lose_callbacks: bool = False
 
     def applies(self, path: str, method: str | None = None) -> bool:
         if self.only_methods and method is not None and method.upper() not in self.only_methods:
@@ -156,6 +174,8 @@ class Simulator:
     def _dispatch(self, request: Request) -> Response:
         with self._lock:
             self.requests.append(request)
+        if self._take("skip_next", request):
+            return self.route(request)
         if self.faults.latency_seconds and self.faults.applies(request.raw_path, request.method):
             time.sleep(self.faults.latency_seconds)
         if self._take("drop_next", request):
@@ -165,11 +185,18 @@ class Simulator:
         if self._take("server_error_next", request):
             status = self.faults.server_error_status
             return self.server_error_response() if status is None else self.server_error_response(status)
+        if self._take("refuse_credentials_next", request):
+            return self.unauthorized_response(request)
         response = self.route(request)
         if self._take("drop_after_handling_next", request):
             raise _Dropped
         if self._take("error_after_handling_next", request):
             return self.server_error_response(self.faults.error_after_handling_status)
+        if self._take("hold_answer_next", request):
+            time.sleep(self.faults.hold_answer_seconds)
+            raise _Dropped
+        if self._take("wrong_shape_next", request):
+            return self.wrong_shape_response(request, response)
         if self._take("malformed_next", request):
             return Response(response.status, b"<html>502 Bad Gateway</html>", {"Content-Type": "text/html"})
         if self._take("truncated_next", request):
@@ -184,6 +211,32 @@ class Simulator:
     def server_error_response(self, status: int = 500) -> Response:
         """The vendor's own answer for a failure on its side; subclasses use the vendor's envelope."""
         return Response(status, {"message": "Internal server error"})
+
+    def unauthorized_response(self, request: Request) -> Response:
+        """The vendor's 401 for refused credentials; subclasses use the vendor's own error envelope."""
+        return Response(401, {"message": "Unauthorized"})
+
+    def wrong_shape_response(self, request: Request, response: Response) -> Response:
+        """The answer ``response`` would have been, in a shape the vendor's documentation does not allow:
+        every value of a JSON object wrapped in a list, a number or boolean sent as a string, a string as a
+        list. The status stays (a 2xx for an accepted request), so only the shape says it is wrong."""
+        body = response.body
+        if isinstance(body, bytes):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                return Response(response.status, [body.decode("utf-8", "replace")], response.headers)
+        if isinstance(body, dict):
+            broken: Any = {key: [value] for key, value in body.items()}
+        elif isinstance(body, bool | int | float):
+            broken = json.dumps(body)
+        elif isinstance(body, str):
+            broken = [body]
+        elif isinstance(body, list):
+            broken = {"items": body}
+        else:
+            broken = {"unexpected": True}
+        return Response(response.status, broken, response.headers)
 
 
 def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:

@@ -415,7 +415,7 @@ class IvvySimulator(Simulator):
     def _send_callback(self, batch: SimBatch) -> None:
         """POST ``{asyncId, results}`` in its own thread; whatever happens is recorded, never raised."""
         url = batch.callback_url
-        if not url:
+        if not url or self.faults.lose_callbacks:
             return
         body = {"asyncId": batch.async_id, "results": self._results(batch)}
         with self._lock:
@@ -476,6 +476,9 @@ class IvvySimulator(Simulator):
             status, "An error has occurred"
         )
         return _error(status, words)
+
+    def unauthorized_response(self, request: Request) -> Response:
+        return _error(401, "Request signature is invalid", 23004)
 
     # -- signing -------------------------------------------------------------------------------------
     def _now(self) -> datetime:

@@ -325,6 +325,13 @@ class OS1Simulator(Simulator):
     def server_error_response(self, status: int = 503) -> Response:
         return self.error(status, E_UNAVAILABLE, "The service is temporarily unavailable.")
 
+    def unauthorized_response(self, request: Request) -> Response:
+        if request.path.rstrip("/") == AUTH_PATH:
+            return self.error(
+                401, E_BAD_CLIENT, "The client id or secret is not valid for this tenant.", request
+            )
+        return self.error(401, E_BAD_ACCESS, "The access token is not valid or has expired.", request)
+
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
         is_auth = request.path.rstrip("/") == AUTH_PATH
@@ -544,7 +551,7 @@ class OS1Simulator(Simulator):
             if batch is None or batch.finished:
                 return
             batch.finished = True
-            if not batch.callback_url:
+            if not batch.callback_url or self.faults.lose_callbacks:
                 return
             status = "completed" if batch.fails_at is None else "failed"
             headers = {

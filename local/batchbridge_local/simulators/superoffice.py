@@ -407,6 +407,9 @@ class SuperOfficeSimulator(Simulator):
     def server_error_response(self, status: int = 500) -> Response:
         return self.error(status, "An error has occurred.", kind="Exception")
 
+    def unauthorized_response(self, request: Request) -> Response:
+        return self.error(401, "Authentication failed", kind="SoAuthenticationException")
+
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
         if request.path.rstrip("/") == SYSTEM_USER_PATH:

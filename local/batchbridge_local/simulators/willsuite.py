@@ -207,6 +207,11 @@ class WillSuiteSimulator(Simulator):
     def server_error_response(self, status: int = 500) -> Response:
         return self.error(status, "Server Error")
 
+    def unauthorized_response(self, request: Request) -> Response:
+        if request.path.rstrip("/").endswith(TOKEN_PATH.rstrip("/")):
+            return self.error(401, "Client authentication failed.")
+        return Response(401, {"message": "Unauthenticated."})
+
     # -- routing -------------------------------------------------------------------------------------
     def route(self, request: Request) -> Response:
         if not request.path.startswith(PREFIX + "/"):
