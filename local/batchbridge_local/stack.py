@@ -32,6 +32,7 @@ from moto import mock_aws
 from moto.awslambda.models import LambdaFunction
 
 from batchbridge_local import template as tpl
+from batchbridge_local.client_faults import ClientFaultRegistry, refusing_factory
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -137,6 +138,9 @@ class LocalStack:
         self.s3_url = ""
         self._s3_server: Any = None
         self._async_invocations: list[threading.Thread] = []
+        #: Requests the handlers' HTTP client refuses before sending them (see ``client_faults``).
+        self.client_faults = ClientFaultRegistry()
+        self._original_client_factory: Any = None
 
     # --- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -167,6 +171,7 @@ class LocalStack:
         self._create_functions(resources, resolver)
         self._create_state_machine(resources, resolver)
         self._serve_api()
+        self._refusing_client()
         self._reset_package_caches()
         return self
 
@@ -196,6 +201,12 @@ class LocalStack:
         if self._original_invoke is not None:
             LambdaFunction.invoke = self._original_invoke
             self._original_invoke = None
+        if self._original_client_factory is not None:
+            from batchbridge import connections
+
+            connections.new_client = self._original_client_factory
+            self._original_client_factory = None
+        self.client_faults.clear()
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -398,6 +409,14 @@ class LocalStack:
         self.s3_url = f"http://{host}:{port}"
         self._set_env("AWS_ENDPOINT_URL_S3", self.s3_url)  # what the handlers' S3 clients sign for
         self._set_env("MOTO_S3_CUSTOM_ENDPOINTS", self.s3_url)  # ... while their own calls stay in-process
+
+    def _refusing_client(self) -> None:
+        """The handlers' one HTTP client sends through a transport that refuses what
+        :attr:`client_faults` aims at a vendor address (nothing, until a test aims something)."""
+        from batchbridge import connections
+
+        self._original_client_factory = connections.new_client
+        connections.new_client = refusing_factory(connections.new_client, self.client_faults)
 
     def _serialised_dynamodb(self) -> None:
         """DynamoDB checks a write's condition and applies it atomically, and a read never sees a write
