@@ -164,6 +164,7 @@ class LocalStack:
             self._serve_s3()
         self._route_lambda()
         self._serialised_dynamodb()
+        self._plain_attribute_values()
         resources = self.template["Resources"]
         names = self._names(resources)
         resolver = tpl.Resolver(*names, pseudo=self._pseudo())
@@ -186,6 +187,11 @@ class LocalStack:
             self._front.shutdown()
             self._front.server_close()
             self._front = None
+        if getattr(self, "_structure_serializer", None) is not None:
+            from moto.core.serialize import ResponseSerializer
+
+            ResponseSerializer._serialize_type_structure = self._structure_serializer  # type: ignore[method-assign]
+            self._structure_serializer = None
         if getattr(self, "_unpatched", None):
             from moto.dynamodb.models import DynamoDBBackend
 
@@ -472,6 +478,28 @@ class LocalStack:
             DynamoDBBackend.transact_write_items, lock
         )
 
+    def _plain_attribute_values(self) -> None:
+        """moto answers DynamoDB reads through its generic serializer, which walks every attribute value
+        member by member against the service model: most of the CPU a batch costs locally (a 1,000-row
+        query took over a second). A DynamoDB attribute value is already its wire form (``{"S": ...}``,
+        ``{"M": {...}}``; only binary needs base64), so it is written as it is."""
+        from moto.core.serialize import ResponseSerializer
+
+        original = ResponseSerializer._serialize_type_structure
+        self._structure_serializer = original
+
+        def serialize_structure(serializer: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+            if (
+                shape.name == "AttributeValue"
+                and isinstance(value, dict)
+                and serializer.service_model.service_name == "dynamodb"
+            ):
+                serializer._default_serialize(serialized, _wire_attribute_value(value), shape, key)
+                return
+            original(serializer, serialized, value, shape, key)
+
+        ResponseSerializer._serialize_type_structure = serialize_structure  # type: ignore[method-assign]
+
     # --- Lambda routing ---------------------------------------------------------------------------
     def _route_lambda(self) -> None:
         stack = self
@@ -678,6 +706,27 @@ class LocalStack:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket_name):
             for obj in page.get("Contents", []):
                 yield obj["Key"], s3.get_object(Bucket=self.bucket_name, Key=obj["Key"])["Body"].read()
+
+
+def _wire_attribute_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB attribute value as it goes on the wire: binary as base64, maps and lists recursively."""
+    wire: dict[str, Any] = {}
+    for kind, inner in value.items():
+        if kind == "M":
+            wire[kind] = {name: _wire_attribute_value(v) for name, v in inner.items()}
+        elif kind == "L":
+            wire[kind] = [_wire_attribute_value(v) for v in inner]
+        elif kind == "B":
+            wire[kind] = _base64(inner)
+        elif kind == "BS":
+            wire[kind] = [_base64(v) for v in inner]
+        else:
+            wire[kind] = inner
+    return wire
+
+
+def _base64(value: Any) -> Any:
+    return base64.b64encode(value).decode("ascii") if isinstance(value, bytes | bytearray) else value
 
 
 def _item_rollback_transactions(atomic_transact: Any, lock: threading.RLock) -> Any:
