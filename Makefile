@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/dev.lock pyproject.toml | s
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/local:$(CURDIR)/client:$(CURDIR)
 
-.PHONY: help setup demo test test-fast mutants lint typecheck validate build lock clean diagram openapi
+.PHONY: help setup demo test test-fast mutants fault-matrix lint typecheck validate build lock clean diagram openapi
 .PHONY: bench bench-smoke bench-memory bench-uploads bench-scale bench-cold bench-cpu
 .PHONY: security cfn-lint checkov audit lock-tools
 
@@ -47,6 +47,9 @@ test: $(STAMP)  ## lint, validate the template, and run every test
 
 test-fast: $(STAMP)  ## unit and integration tests only
 	@$(BIN)/pytest -q tests/unit tests/integration
+
+fault-matrix: $(STAMP)  ## every cell of the fault matrix (make test runs a fixed cross-section)
+	@FAULT_MATRIX=full $(BIN)/pytest -n 2 --dist loadgroup -q -rf tests/workflow/test_fault_matrix.py $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	@$(BIN)/ruff check layers local client functions tests benchmarks
