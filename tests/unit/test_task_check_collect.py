@@ -204,6 +204,28 @@ def test_a_chunk_left_submitting_by_a_failed_run_is_ambiguous_and_needs_attentio
     assert {line["error"]["code"] for line in world.outcome_lines()} == {"AMBIGUOUS_SUBMIT"}
 
 
+def test_only_the_ambiguous_chunk_s_jobs_say_ambiguous_submit(world):
+    # Given a batch of three chunks: the first taken, the second's answer lost, the third never sent
+    add_batch(world, 7)
+    world.provider.will("submit", "ref-0", world.provider.took_then(errors.SubmitUnconfirmedError("502")))
+    with pytest.raises(errors.AmbiguousSubmitError) as lost:
+        submit_batch(BATCH_ID, PLENTY, world.deps)
+    world.provider.will("check", RUNNING)  # the first is still running when the batch stops
+    # When the batch is settled on that failure
+    failure = Failure.model_validate({"Error": "AmbiguousSubmitError", "Cause": str(lost.value)})
+    settle(world, failure)
+    batch = world.batch()
+    assert batch.status is BatchStatus.NEEDS_ATTENTION and set(batch.ambiguous_chunks) == {1}
+    # Then only the jobs whose submit was lost say so: the others say the batch stopped for attention
+    # (the running one naming its reference), so a client checking AMBIGUOUS_SUBMIT at the vendor checks
+    # the right jobs
+    codes = {line["index"]: line["error"]["code"] for line in world.outcome_lines()}
+    assert {i for i, code in codes.items() if code == "AMBIGUOUS_SUBMIT"} == {3, 4, 5}
+    assert {codes[i] for i in (0, 1, 2, 6)} == {"BATCH_NEEDS_ATTENTION"}
+    running = [line for line in world.outcome_lines() if line["index"] == 0][0]
+    assert "ref-0" in running["error"]["message"]
+
+
 def test_results_that_are_gone_are_not_processed_and_say_why(world):
     submitted(world, 3)
     check_batch(BATCH_ID, PLENTY, world.deps)

@@ -15,7 +15,8 @@ RUNNING (deadline, cancel, failure)          checked once more (finished: its re
                                              the provider where it can be, and every job not processed,
                                              naming the provider's reference and what the cancel did
 SUBMITTING (its claim lapsed) / UNCONFIRMED  not processed, ``AMBIGUOUS_SUBMIT``: the batch needs attention
-PENDING                                      not processed, with the reason the batch stopped
+PENDING                                      not processed, with the reason the batch stopped (when it is
+                                             another chunk's ambiguous submit: ``BATCH_NEEDS_ATTENTION``)
 ===========================================  =============================================================
 """
 
@@ -32,6 +33,8 @@ from batchbridge.tasks.chunks import chunk_info, prepare, read_jobs
 from batchbridge.tasks.join import join
 from batchbridge.tasks.outcomes import encode, exactly_once, uniform
 
+#: Jobs of the chunks a batch left unfinished when it stopped on another chunk's ambiguous submit.
+STOPPED_FOR_ATTENTION = "BATCH_NEEDS_ATTENTION"
 NOT_COLLECTED = ErrorInfo(
     code="RESULTS_NOT_COLLECTED",
     message="the batch stopped before this job's results could be collected from the provider",
@@ -238,6 +241,14 @@ def abandon_reason(batch: Batch, failure: Failure | None) -> tuple[str, str]:
     """Why a chunk that never finished has its jobs not processed."""
     if batch.cancel_requested or batch.status is BatchStatus.CANCELLED:
         return "CANCELLED", "the batch was cancelled before this job finished"
+    if failure is not None and failure.ambiguous_submit:
+        # AMBIGUOUS_SUBMIT tells a person to check these very jobs at the provider before resending them:
+        # it belongs to the chunk whose answer was lost (:meth:`Settler.decide`), not to the others.
+        return (
+            STOPPED_FOR_ATTENTION,
+            f"the batch stopped before this job finished, because another chunk's submit answer was lost: "
+            f"{failure.info().message}",
+        )
     if failure is not None:
         info = failure.info()
         return info.code, f"the batch stopped before this job finished: {info.message}"
