@@ -222,7 +222,7 @@ def test_only_the_ambiguous_chunk_s_jobs_say_ambiguous_submit(world):
     codes = {line["index"]: line["error"]["code"] for line in world.outcome_lines()}
     assert {i for i, code in codes.items() if code == "AMBIGUOUS_SUBMIT"} == {3, 4, 5}
     assert {codes[i] for i in (0, 1, 2, 6)} == {"BATCH_NEEDS_ATTENTION"}
-    running = [line for line in world.outcome_lines() if line["index"] == 0][0]
+    running = next(line for line in world.outcome_lines() if line["index"] == 0)
     assert "ref-0" in running["error"]["message"]
 
 
