@@ -78,19 +78,24 @@ def test_the_contract_gives_every_cell_an_outcome():
     }
 
 
-def test_the_cross_section_is_fixed_and_touches_every_provider_fault_call_and_when():
+def test_the_cross_section_is_fixed_and_touches_every_provider_call_fault_and_when():
     cells = matrix.cross_section()
     assert cells == matrix.cross_section()
     faults = [c for c in cells if isinstance(c, matrix.FaultCell)]
-    assert {(c.provider, c.fault) for c in faults} == {(p, f) for p in matrix.VENDORS for f in matrix.FAULTS}
     assert {(c.provider, c.call) for c in faults} == {
         (p, c) for p, v in matrix.VENDORS.items() for c in v.calls
     }
+    assert {c.fault for c in faults} == set(matrix.FAULTS)
     assert {c.when for c in faults} == set(matrix.WHENS)
     assert {c.phase for c in cells if isinstance(c, matrix.CancelCell)} == set(matrix.PHASES)
     assert {c.race for c in cells if isinstance(c, matrix.RaceCell)} == set(matrix.RACES)
     assert {c.provider for c in cells if isinstance(c, matrix.Baseline)} == set(matrix.VENDORS)
-    assert len(cells) == 47
+    assert set(matrix.REGRESSIONS) <= set(cells)
+    rules = {matrix.expected(c).rule for c in matrix.fault_cells()}
+    assert {matrix.expected(c).rule for c in faults} == rules
+    assert len(set(cells)) == len(cells) == 4 + 14 + 5 + 2 + 3 + 1
+    # and every cell of it is a cell of the matrix
+    assert set(cells) <= set(matrix.all_cells())
 
 
 # --- the invariant check catches what it claims -----------------------------------------------------------
