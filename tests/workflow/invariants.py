@@ -34,6 +34,7 @@ from typing import Any
 
 import boto3
 import jsonschema
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from tests.workflow.helpers import SCHEMA
@@ -132,18 +133,18 @@ def _s3_objects(stack: Any, batch_id: str) -> dict[str, bytes]:
 
 
 def _items(stack: Any, batch_id: str) -> list[dict[str, Any]]:
-    table = boto3.resource("dynamodb", region_name="us-east-1").Table(stack.table_name)
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": f"BATCH#{batch_id}"},
-    }
-    while True:
-        page = table.query(**kwargs)
-        items.extend(page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    """Every item of the batch in the table (its record, chunks and outcome rows), every page of them."""
+    pages = (
+        boto3.client("dynamodb", region_name="us-east-1")
+        .get_paginator("query")
+        .paginate(
+            TableName=stack.table_name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"BATCH#{batch_id}"}},
+        )
+    )
+    read = TypeDeserializer().deserialize
+    return [{name: read(value) for name, value in item.items()} for page in pages for item in page["Items"]]
 
 
 def _text(value: Any) -> str:
