@@ -477,6 +477,18 @@ def test_a_results_body_without_results_is_a_bad_response(sim, http):
         list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
 
 
+def test_a_results_answer_in_a_shape_ivvy_does_not_document_is_a_bad_response_not_missing_results(sim, http):
+    # Given a finished batch whose results answer comes 2xx with every field wrapped in a list
+    info = finished(sim, http, booking_session_jobs(2))
+    sim.faults.wrong_shape_next = 1
+    # Then it fails closed (retried by the workflow), instead of crediting no job with a result
+    with pytest.raises(ProviderResponseError, match="results"):
+        list(adapter(sim, http).collect(info, booking_session_jobs(2), None))
+    # and asked again, the results are there
+    outcomes = list(adapter(sim, http).collect(info, booking_session_jobs(2), None))
+    assert [o.outcome for o in outcomes] == [OutcomeKind.SUCCEEDED] * 2
+
+
 # --- callbacks ------------------------------------------------------------------------------------
 def test_a_callback_is_confirmed_through_results_not_its_body(sim, http):
     # Given a running batch

@@ -356,6 +356,10 @@ class IvvyProvider(Provider):
         results = data.get("results")
         if not isinstance(results, list):
             raise ProviderResponseError(f"the answer has no results list (fields: {sorted(data)})")
+        # Each result is an object (one echoes no job: it is ignored); anything else in the list is not an
+        # answer iVvy documents, and taking it as "no result" would leave every job without its outcome.
+        if not all(isinstance(result, dict) for result in results):
+            raise ProviderResponseError("the answer's results are not all objects")
         answered = data.get("asyncId")
         if (
             isinstance(answered, str)
@@ -376,7 +380,8 @@ class IvvyProvider(Provider):
         * A job no result echoes is ``not_processed`` (``IVVY_NO_RESULT``). A request echoed more often
           than it was sent, or less, is ``not_processed`` for every job that sent it
           (``IVVY_AMBIGUOUS_RESULT``) unless the extra results all say the same: then they are one
-          result, repeated. A result that echoes no job is logged and ignored.
+          result, repeated. A result that echoes no job is logged and ignored; a ``results`` list holding
+          anything but objects is not iVvy's answer: :class:`ProviderResponseError`, asked again.
         * A response that is an iVvy error body (``errorCode`` or ``specificCode``, or ``success:
           false``) fails the job with ``IVVY_<specificCode>`` and iVvy's message plus its additional
           messages; any other response succeeds, with ``providerRef`` from its ``id``.
