@@ -11,6 +11,7 @@ touched) and the named tests run there; a mutant the tests do not fail on "survi
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -286,7 +287,7 @@ def run(mutant: Mutant | None, python: str, tests: tuple[str, ...] = ()) -> tupl
         answer = subprocess.run(  # noqa: S603 - this interpreter, on a copy of this repository's tests
             [python, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider", *tests],
             cwd=copy,
-            env={**_environ(), **env},
+            env={**os.environ, **env},
             capture_output=True,
             text=True,
             check=False,
@@ -296,12 +297,6 @@ def run(mutant: Mutant | None, python: str, tests: tuple[str, ...] = ()) -> tupl
             time.monotonic() - started,
             answer.stdout[-3000:] + answer.stderr[-2000:],
         )
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def main(argv: list[str] | None = None) -> int:
