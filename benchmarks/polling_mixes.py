@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from batchbridge.polling import PollBounds
 
@@ -42,6 +42,157 @@ DAY = 24 * 3600.0
 JOBS_PER_MIX = 1000
 
 
+# --- duration distributions ------------------------------------------------------------------------
+# Each job's duration is drawn from one of these, and the job keeps it: the benchmark's ceiling
+# (:mod:`benchmarks.polling_ceiling`) is what a poller told that distribution could do at best.
+class Distribution:
+    """Where a job's duration comes from: ``draw`` it (the mix's random stream), ``cdf`` the chance it is
+    at most so many seconds, ``support`` the interval that holds every draw."""
+
+    def draw(self, rng: random.Random) -> float:
+        raise NotImplementedError
+
+    def cdf(self, seconds: float) -> float:
+        raise NotImplementedError
+
+    @property
+    def support(self) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LogUniform(Distribution):
+    low: float
+    high: float
+
+    def draw(self, rng: random.Random) -> float:
+        return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+
+    def cdf(self, seconds: float) -> float:
+        if seconds <= self.low:
+            return 0.0
+        return min(1.0, math.log(seconds / self.low) / math.log(self.high / self.low))
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class Uniform(Distribution):
+    low: float
+    high: float
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+    def cdf(self, seconds: float) -> float:
+        return min(1.0, max(0.0, (seconds - self.low) / (self.high - self.low)))
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class Clamped(Distribution):
+    """A draw kept within ``[low, high]`` (a job takes a few seconds at least and at most a day)."""
+
+    low: float
+    high: float
+
+    def unclamped(self, rng: random.Random) -> float:
+        raise NotImplementedError
+
+    def unclamped_cdf(self, seconds: float) -> float:
+        raise NotImplementedError
+
+    def draw(self, rng: random.Random) -> float:
+        return min(self.high, max(self.low, self.unclamped(rng)))
+
+    def cdf(self, seconds: float) -> float:
+        if seconds < self.low:
+            return 0.0
+        return 1.0 if seconds >= self.high else self.unclamped_cdf(seconds)
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class LogNormal(Clamped):
+    typical: float = 0.0
+    sigma: float = 0.0
+
+    def unclamped(self, rng: random.Random) -> float:
+        return self.typical * math.exp(rng.gauss(0.0, self.sigma))
+
+    def unclamped_cdf(self, seconds: float) -> float:
+        return 0.5 * math.erfc(-math.log(seconds / self.typical) / (self.sigma * math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class Weibull(Clamped):
+    scale: float = 0.0
+    shape: float = 0.0
+
+    def unclamped(self, rng: random.Random) -> float:
+        return rng.weibullvariate(self.scale, self.shape)
+
+    def unclamped_cdf(self, seconds: float) -> float:
+        return -math.expm1(-((seconds / self.scale) ** self.shape))
+
+
+@dataclass(frozen=True)
+class Erlang(Clamped):
+    """Gamma with a whole-number shape (its distribution function has a closed form)."""
+
+    shape: int = 1
+    scale: float = 0.0
+
+    def unclamped(self, rng: random.Random) -> float:
+        return rng.gammavariate(float(self.shape), self.scale)
+
+    def unclamped_cdf(self, seconds: float) -> float:
+        x = seconds / self.scale
+        return 1.0 - math.exp(-x) * sum(x**i / math.factorial(i) for i in range(self.shape))
+
+
+@dataclass(frozen=True)
+class Pareto(Clamped):
+    scale: float = 0.0
+    alpha: float = 0.0
+
+    def unclamped(self, rng: random.Random) -> float:
+        return self.scale * rng.paretovariate(self.alpha)
+
+    def unclamped_cdf(self, seconds: float) -> float:
+        return 0.0 if seconds <= self.scale else 1.0 - (self.scale / seconds) ** self.alpha
+
+
+@dataclass(frozen=True)
+class Mixture(Distribution):
+    """One of ``parts`` (weight, distribution), picked by a uniform draw against the weights in order."""
+
+    parts: tuple[tuple[float, Distribution], ...]
+
+    def draw(self, rng: random.Random) -> float:
+        pick, running = rng.random(), 0.0
+        for weight, part in self.parts:
+            running += weight
+            if pick < running:
+                return part.draw(rng)
+        return self.parts[-1][1].draw(rng)
+
+    def cdf(self, seconds: float) -> float:
+        return sum(weight * part.cdf(seconds) for weight, part in self.parts)
+
+    @property
+    def support(self) -> tuple[float, float]:
+        return min(p.support[0] for _, p in self.parts), max(p.support[1] for _, p in self.parts)
+
+
 @dataclass(frozen=True)
 class Job:
     duration: float
@@ -49,6 +200,11 @@ class Job:
     key: str  # seeds the job's progress noise and the policy's jitter
     connection: str = "default"
     noise: float = PROGRESS_NOISE  # 0 for providers that report exact steps
+    #: The distribution the duration was drawn from (None: unknown, the ceiling is not computed).
+    distribution: Distribution | None = None
+    #: Jobs of one regime are pooled by the ceiling as draws from their distributions' mixture (None: pooled
+    #: with the jobs of the same distribution); a mix whose distribution moves from job to job names them.
+    regime: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,23 +266,27 @@ def log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def lognormal(rng: random.Random, typical: float, sigma: float, low: float = 5.0, high: float = DAY) -> float:
-    return min(high, max(low, typical * math.exp(rng.gauss(0.0, sigma))))
+def lognormal(typical: float, sigma: float, low: float = 5.0, high: float = DAY) -> LogNormal:
+    return LogNormal(low, high, typical, sigma)
+
+
+def drawn(
+    rng: random.Random, distribution: Distribution, shape: Shape | None, key: str, **fields: object
+) -> Job:
+    """A job whose duration is drawn from ``distribution``, which it keeps."""
+    return Job(distribution.draw(rng), shape, key, distribution=distribution, **fields)  # type: ignore[arg-type]
 
 
 def dealt(jobs: Sequence[Job], connections: int, prefix: str) -> tuple[Job, ...]:
     """The jobs dealt to ``connections`` connections in turn."""
-    return tuple(
-        Job(j.duration, j.shape, j.key, f"{prefix}-{n % connections}", j.noise) for n, j in enumerate(jobs)
-    )
+    return tuple(replace(j, connection=f"{prefix}-{n % connections}") for n, j in enumerate(jobs))
 
 
 # --- the repository's mixes (unchanged durations and progress; dealt to eight connections) -------------
 def standard_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("standard")
-    jobs = [
-        Job(log_uniform(rng, 60, 6 * 3600), linear if i % 2 == 0 else None, f"standard-{i}") for i in range(n)
-    ]
+    durations = LogUniform(60, 6 * 3600)
+    jobs = [drawn(rng, durations, linear if i % 2 == 0 else None, f"standard-{i}") for i in range(n)]
     return Mix(
         "standard",
         "1 min - 6 h log-uniform; half report steady progress, half report none",
@@ -137,11 +297,11 @@ def standard_mix(n: int = JOBS_PER_MIX) -> Mix:
 
 def stall_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("stalls")
-    jobs = []
+    durations, jobs = LogUniform(60, 6 * 3600), []
     for i in range(n):
-        duration = log_uniform(rng, 60, 6 * 3600)
+        duration = durations.draw(rng)
         shape = stalls_at(rng.uniform(0.90, 0.99), rng.uniform(0.6, 0.95))
-        jobs.append(Job(duration, shape, f"stalls-{i}"))
+        jobs.append(Job(duration, shape, f"stalls-{i}", distribution=durations))
     return Mix(
         "stalls near the end",
         "1 min - 6 h; progress climbs to 90-99 % and sits there for the last 5-40 %",
@@ -153,7 +313,8 @@ def stall_mix(n: int = JOBS_PER_MIX) -> Mix:
 def nonlinear_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("nonlinear")
     shapes = (slow_start, fast_then_slow, queued, linear)
-    jobs = [Job(log_uniform(rng, 60, 6 * 3600), shapes[i % len(shapes)], f"nonlinear-{i}") for i in range(n)]
+    durations = LogUniform(60, 6 * 3600)
+    jobs = [drawn(rng, durations, shapes[i % len(shapes)], f"nonlinear-{i}") for i in range(n)]
     return Mix(
         "non-linear progress",
         "1 min - 6 h; slow start (x^2), fast then slow, queued first 20 %, steady",
@@ -164,7 +325,8 @@ def nonlinear_mix(n: int = JOBS_PER_MIX) -> Mix:
 
 def short_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("short")
-    jobs = [Job(log_uniform(rng, 10, 600), linear if i % 2 == 0 else None, f"short-{i}") for i in range(n)]
+    durations = LogUniform(10, 600)
+    jobs = [drawn(rng, durations, linear if i % 2 == 0 else None, f"short-{i}") for i in range(n)]
     return Mix(
         "short jobs",
         "10 s - 10 min log-uniform; half report steady progress, half none",
@@ -175,9 +337,8 @@ def short_mix(n: int = JOBS_PER_MIX) -> Mix:
 
 def long_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("long")
-    jobs = [
-        Job(log_uniform(rng, 3600, 20 * 3600), linear if i % 2 == 0 else None, f"long-{i}") for i in range(n)
-    ]
+    durations = LogUniform(3600, 20 * 3600)
+    jobs = [drawn(rng, durations, linear if i % 2 == 0 else None, f"long-{i}") for i in range(n)]
     return Mix(
         "long jobs",
         "1 h - 20 h log-uniform; half report steady progress, half none",
@@ -205,7 +366,11 @@ def from_profiles(rng: random.Random, profiles: Sequence[Profile], n: int, prefi
     jobs = []
     for i in range(n):
         p = rng.choices(profiles, weights)[0]
-        jobs.append(Job(lognormal(rng, p.typical, p.sigma), p.shape, f"{prefix}-{i}", p.name, p.noise))
+        jobs.append(
+            drawn(
+                rng, lognormal(p.typical, p.sigma), p.shape, f"{prefix}-{i}", connection=p.name, noise=p.noise
+            )
+        )
     return tuple(jobs)
 
 
@@ -280,12 +445,13 @@ def stalling_mix(n: int = JOBS_PER_MIX) -> Mix:
     typical = [log_uniform(rng, 300, 4 * 3600) for _ in range(8)]
     for i in range(n):
         c = rng.randrange(8)
-        duration = lognormal(rng, typical[c], 0.35)
+        durations = lognormal(typical[c], 0.35)
+        duration = durations.draw(rng)
         if c % 2 == 0:
             shape = pauses(rng.uniform(0.2, 0.6), rng.uniform(0.1, 0.4))  # stops mid-way, then resumes
         else:
             shape = stalls_at(0.99, rng.uniform(0.7, 0.95))  # sits at 99 % for the last 5-30 %
-        jobs.append(Job(duration, shape, f"stalling-{i}", f"stalling-{c}"))
+        jobs.append(Job(duration, shape, f"stalling-{i}", f"stalling-{c}", distribution=durations))
     return Mix(
         "progress that stalls",
         "8 connections (5 min - 4 h, spread 35 %); progress pauses mid-way for 10-40 % of the time, "
@@ -316,8 +482,10 @@ def weibull_mix(n: int = JOBS_PER_MIX) -> Mix:
     jobs = []
     for i in range(n):
         c = rng.randrange(6)
-        duration = min(DAY, max(5.0, rng.weibullvariate(scales[c], 1.6)))
-        jobs.append(Job(duration, fast_then_slow if c % 2 == 0 else None, f"weibull-{i}", f"weibull-{c}"))
+        shape = fast_then_slow if c % 2 == 0 else None
+        jobs.append(
+            drawn(rng, Weibull(5.0, DAY, scales[c], 1.6), shape, f"weibull-{i}", connection=f"weibull-{c}")
+        )
     return Mix(
         "Weibull durations",
         "6 connections, Weibull (shape 1.6) durations with scales 5 min - 4 h; half report fast-then-slow "
@@ -329,12 +497,13 @@ def weibull_mix(n: int = JOBS_PER_MIX) -> Mix:
 
 def bimodal_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("held-out/bimodal")
+    durations = Mixture(
+        ((0.35, Uniform(60, 180)), (0.65, Uniform(45 * 60, 90 * 60)))
+    )  # a delta, or a full export
     jobs = []
     for i in range(n):
         c = rng.randrange(4)
-        quick = rng.random() < 0.35  # a small delta, else a full export
-        duration = rng.uniform(60, 180) if quick else rng.uniform(45 * 60, 90 * 60)
-        jobs.append(Job(duration, None, f"bimodal-{i}", f"bimodal-{c}"))
+        jobs.append(drawn(rng, durations, None, f"bimodal-{i}", connection=f"bimodal-{c}"))
     return Mix(
         "bimodal, no progress",
         "4 connections; 35 % of jobs take 1-3 min, 65 % take 45-90 min; no progress reported",
@@ -354,7 +523,11 @@ def drift_mix(n: int = JOBS_PER_MIX) -> Mix:
         # exports to 5 min deltas.
         typical = 600 * 3 ** (k / per) if c < 3 else (7200 if k < per / 2 else 300)
         shape = linear if c in (0, 3) else None
-        jobs.append(Job(lognormal(rng, typical, 0.2), shape, f"drift-{i}", f"drift-{c}"))
+        # A poller told each job's distribution could know it only job by job; the ceiling pools the growing
+        # connections' jobs a twelfth of the run at a time (their typical duration moves 10 % in one).
+        regime = f"drift-growing-{12 * k // per}" if c < 3 else None
+        job = drawn(rng, lognormal(typical, 0.2), shape, f"drift-{i}", connection=f"drift-{c}", regime=regime)
+        jobs.append(job)
     return Mix(
         "drifting connections",
         "6 connections; three grow from 10 min to 30 min over the run, three drop from 2 h to 5 min "
@@ -366,9 +539,9 @@ def drift_mix(n: int = JOBS_PER_MIX) -> Mix:
 
 def uniform_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("held-out/uniform")
-    jobs = []
+    durations, jobs = Uniform(300, 3 * 3600), []
     for i in range(n):
-        duration = rng.uniform(300, 3 * 3600)
+        duration = durations.draw(rng)
         shape: Shape | None
         if i % 3 == 0:
             shape, noise = steps(7), 0.0  # seven parts, counted as they finish
@@ -376,7 +549,7 @@ def uniform_mix(n: int = JOBS_PER_MIX) -> Mix:
             shape, noise = linear, 2.0  # noisy percent
         else:
             shape, noise = None, 0.0
-        jobs.append(Job(duration, shape, f"uniform-{i}", f"uniform-{i % 3}", noise))
+        jobs.append(Job(duration, shape, f"uniform-{i}", f"uniform-{i % 3}", noise, durations))
     return Mix(
         "uniform durations",
         "5 min - 3 h uniform (not log-uniform); a third count 7 parts, a third a noisy percent, "
@@ -388,10 +561,11 @@ def uniform_mix(n: int = JOBS_PER_MIX) -> Mix:
 
 def superoffice_mix(n: int = JOBS_PER_MIX) -> Mix:
     rng = random.Random("held-out/superoffice")
-    jobs = [
-        Job(log_uniform(rng, 120, 12 * 3600), linear if rng.random() < 0.3 else None, f"so-{i}")
-        for i in range(n)
-    ]
+    durations = LogUniform(120, 12 * 3600)
+    jobs = []
+    for i in range(n):
+        duration = durations.draw(rng)  # before the draw that says whether it reports progress
+        jobs.append(Job(duration, linear if rng.random() < 0.3 else None, f"so-{i}", distribution=durations))
     return Mix(
         "wide, 15 s / 15 min bounds",
         "2 min - 12 h log-uniform, 30 % report progress; SuperOffice-like bounds (15 s min, 15 min max)",
@@ -420,9 +594,10 @@ def gamma_parts_mix(n: int = JOBS_PER_MIX) -> Mix:
     jobs = []
     for i in range(n):
         c = rng.randrange(6)
-        duration = min(DAY, max(5.0, rng.gammavariate(3.0, means[c] / 3.0)))
+        durations = Erlang(5.0, DAY, 3, means[c] / 3.0)
+        duration = durations.draw(rng)
         shape, noise = (steps(12), 0.0) if c % 2 == 0 else (None, 0.0)
-        jobs.append(Job(duration, shape, f"gamma-{i}", f"gamma-{c}", noise))
+        jobs.append(Job(duration, shape, f"gamma-{i}", f"gamma-{c}", noise, durations))
     return Mix(
         "gamma durations, 12 parts",
         "6 connections, gamma (shape 3) durations averaging 3 min - 3 h; half count 12 parts, half nothing",
@@ -437,8 +612,9 @@ def pareto_mix(n: int = JOBS_PER_MIX) -> Mix:
     jobs = []
     for i in range(n):
         c = rng.randrange(5)
-        duration = min(DAY, typical[c] * rng.paretovariate(1.5))
-        jobs.append(Job(duration, None, f"pareto-{i}", f"pareto-{c}"))
+        jobs.append(
+            drawn(rng, Pareto(0.0, DAY, typical[c], 1.5), None, f"pareto-{i}", connection=f"pareto-{c}")
+        )
     return Mix(
         "Pareto tails, no progress",
         "5 connections, durations from 5 min - 2 h with a Pareto tail (alpha 1.5) up to 24 h; no progress",
@@ -456,7 +632,9 @@ def nightly_mix(n: int = JOBS_PER_MIX) -> Mix:
         full = k % 6 == 0  # a full export, then five deltas
         typical = 4 * 3600 if full else 600
         shape = (lambda x: x**1.5) if c < 2 else None
-        jobs.append(Job(lognormal(rng, typical, 0.15), shape, f"nightly-{i}", f"nightly-{c}", 3.0))
+        jobs.append(
+            drawn(rng, lognormal(typical, 0.15), shape, f"nightly-{i}", connection=f"nightly-{c}", noise=3.0)
+        )
     return Mix(
         "full exports among deltas",
         "4 connections alternating one 4 h export with five 10 min deltas; half report noisy accelerating "
