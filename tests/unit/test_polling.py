@@ -517,6 +517,20 @@ def test_learning_pays_on_connections_whose_batches_are_alike():
     assert fixed.loop_transitions_per_job / taught.loop_transitions_per_job >= 15
 
 
+def test_learning_a_spread_out_connection_covers_what_the_p95_needs_and_no_more():
+    # Jobs reporting nothing on connections spread from a minute to six hours: the learned plan covers
+    # enough of them at the backoff to see 95 % within 20 % of their duration, and skips the stretch
+    # where covering the last few would cost most (their first minutes).
+    mix = polling_mixes.standard_mix(400)
+    (row,) = polling_cost.run_mix(
+        mix, polling_cost.Costing.from_definition(), [polling_cost.PolicyPoller(True)]
+    )
+    (_, _, _, _), (label, polls, _, p95) = row.by_progress
+    assert label == "reporting none"
+    assert p95 <= 20.0
+    assert polls <= 18.3  # covering 99 % of them: 19.0 polls
+
+
 @pytest.mark.parametrize("make_mix", [polling_mixes.stall_mix, polling_mixes.nonlinear_mix])
 def test_stalls_and_uneven_progress_stay_cheap_and_timely(make_mix):
     mix = make_mix(200)
