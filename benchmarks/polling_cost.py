@@ -36,7 +36,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from batchbridge import polling
 from benchmarks import execution_cost, polling_ceiling
@@ -396,6 +396,28 @@ def missed(learned: Verdict, ceiling: polling_ceiling.Ceiling, fixed30_polls: fl
     return "met" if not notes else "missed: " + ", ".join(notes)
 
 
+def silent_part(mix: Mix) -> Mix | None:
+    """The mix's jobs that report no progress, as a mix of their own; None unless it has both kinds."""
+    jobs = tuple(job for job in mix.jobs if job.shape is None)
+    if not jobs or len(jobs) == len(mix.jobs):
+        return None
+    return replace(mix, name=f"{mix.name}, reporting none", jobs=jobs)
+
+
+def silent_ceiling_note(silent: Mix, quick: bool) -> str:
+    """The ceiling of a mix's jobs that report nothing, on their own: under both targets and the p95 alone."""
+    both = polling_ceiling.ceiling(silent, quick=quick)
+    if both.best_p95 is not None:
+        return f"no poller sees their p95 job within {100 * both.best_p95:.1f} %"
+    p95 = polling_ceiling.Targets(median_delay=TARGET_P95_DELAY_PCT / 100)
+    p95_only = polling_ceiling.ceiling(silent, quick=quick, targets=p95)
+    meets = "both delay targets" if both.best_median is None else "the delay targets that can be met"
+    return (
+        f"{both.polls_per_job:.2f} polls per job to meet {meets} on them, "
+        f"{p95_only.polls_per_job:.2f} to meet the p95 alone"
+    )
+
+
 def ceiling_note(ceiling: polling_ceiling.Ceiling, fixed30_polls: float) -> str:
     """The ceiling in a sentence: the fewest polls any poller meeting the delay targets makes, and the
     delays none can reach."""
@@ -504,7 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n- limit: {note}")
         by_name = {r.poller: r for r in rows}
         ceiling = polling_ceiling.ceiling(mix, quick=args.quick)
-        print(f"\n- ceiling: {ceiling_note(ceiling, by_name['fixed 30 s'].polls_per_job)}\n")
+        print(f"\n- ceiling: {ceiling_note(ceiling, by_name['fixed 30 s'].polls_per_job)}")
+        silent = silent_part(mix)
+        if silent is not None:
+            print(
+                "\n- ceiling of the jobs reporting none, taken alone: "
+                + silent_ceiling_note(silent, args.quick)
+            )
+        print()
         verdicts.append(
             (
                 mix,

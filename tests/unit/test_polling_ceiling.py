@@ -241,3 +241,17 @@ def test_every_job_names_the_distribution_its_duration_was_drawn_from(make_mix):
             for i, d in enumerate(ordered)
         )
         assert gap < 2.23 / math.sqrt(n), (mix.name, distribution)
+
+
+def test_the_part_reporting_nothing_is_bounded_on_its_own():
+    mix = polling_mixes.standard_mix(200)
+    silent = polling_cost.silent_part(mix)
+    assert silent is not None
+    assert {job.key for job in silent.jobs} == {job.key for job in mix.jobs if job.shape is None}
+    assert polling_cost.silent_part(polling_mixes.bimodal_mix(50)) is None  # nothing else to set apart
+    # Alone, the jobs reporting nothing cannot lean on the others' being on time: their bound is higher.
+    whole = polling_ceiling.ceiling(mix, quick=True).polls_per_job
+    alone = polling_ceiling.ceiling(silent, quick=True).polls_per_job
+    assert alone > whole
+    note = polling_cost.silent_ceiling_note(silent, quick=True)
+    assert "to meet both delay targets on them" in note
