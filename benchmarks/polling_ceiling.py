@@ -356,7 +356,9 @@ def fewest_polls(made: Sequence[Group], need_first: float | None, need_second: f
         return _one_price(
             lambda price: lagrangian(price, 0.0) if on_first else lagrangian(0.0, price), need, on_first
         )
-    # Both: often one of them binds alone; else search both prices.
+    # Both: often one of them binds alone; else search both prices. Every price pair gives a bound, so
+    # the best of those found is kept.
+    found = -math.inf
     for on_first in (False, True):
         bound, mixed = _one_price_mixture(
             (lambda p: lagrangian(p, 0.0)) if on_first else (lambda p: lagrangian(0.0, p)),
@@ -365,7 +367,9 @@ def fewest_polls(made: Sequence[Group], need_first: float | None, need_second: f
         )
         if mixed.within_first >= need_first - 1e-6 and mixed.within_second >= need_second - 1e-6:
             return Bound(bound, mixed.polls)
-    return _two_prices(lagrangian, need_first, need_second)
+        found = max(found, bound)
+    both = _two_prices(lagrangian, need_first, need_second)
+    return Bound(max(found, both.polls), both.schedule_polls)
 
 
 def _one_price(lagrangian: Callable[[float], tuple[float, Outcome]], need: float, on_first: bool) -> Bound:
@@ -426,29 +430,37 @@ def _two_prices(
 ) -> Bound:
     """Both prices, by cutting a polygon of candidate prices at its centroid (the bound is concave)."""
     top = 1.0
-    while True:  # a box the best prices lie in: both needs met at its far corner
+    while True:  # prices high enough that both needs are met at them ...
         _, o = lagrangian(top, top)
         if o.within_first >= need_first and o.within_second >= need_second:
             break
         top *= 4.0
         if top > PRICELESS:
             raise ValueError("the needs cannot be met together")
+    top *= (
+        16.0  # ... and a box well past them to search (any prices give a bound: the box only sets how good)
+    )
     polygon = [(0.0, 0.0), (top, 0.0), (top, top), (0.0, top)]
-    bound, cuts = -math.inf, []
+    bound = -math.inf
+    # Each cut through the centroid leaves at most 5/9 of the polygon: 60 of them, a 1e-15 part of it.
     for _ in range(60):
         cx, cy = _centroid(polygon)
         value, o = lagrangian(cx, cy)
         bound = max(bound, value)
         gx, gy = need_first - o.within_first, need_second - o.within_second
-        cuts.append((value, cx, cy, gx, gy))
+        if gx == 0 and gy == 0:
+            break  # no better prices anywhere
         # Better prices lie where this cut's plane is above the best bound found.
         polygon = _clip(polygon, gx, gy, bound - value + gx * cx + gy * cy)
-        if not polygon:
-            break
-        ceiling = max(min(v + a * (x - px) + b * (y - py) for v, px, py, a, b in cuts) for x, y in polygon)
-        if ceiling - bound <= PRECISION * abs(bound):
+        if len(polygon) < 3 or abs(_area(polygon)) <= 1e-15 * top * top:
             break
     return Bound(bound, math.nan)
+
+
+def _area(polygon: Sequence[tuple[float, float]]) -> float:
+    return 0.5 * sum(
+        x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(polygon, [*polygon[1:], polygon[0]], strict=True)
+    )
 
 
 def _centroid(polygon: Sequence[tuple[float, float]]) -> tuple[float, float]:

@@ -255,3 +255,30 @@ def test_the_part_reporting_nothing_is_bounded_on_its_own():
     assert alone > whole
     note = polling_cost.silent_ceiling_note(silent, quick=True)
     assert "to meet both delay targets on them" in note
+
+
+def test_both_prices_searched_together_still_give_a_bound():
+    # When neither target's price alone reaches a schedule meeting both, both are searched at once; what
+    # that search returns must stay below every schedule meeting both counts, and at or above what either
+    # price alone proves.
+    distribution = polling_mixes.Uniform(60, 120)
+    found = [exact(distribution.cdf, s) for s in schedules(TINY.max_seconds, distribution.high)]
+    need_first = 0.6 * max(a for _, a, _ in found)
+    need_second = 0.97 * max(b for _, _, b in found)
+    meeting = [p for p, a, b in found if a >= need_first and b >= need_second]
+    assert meeting
+    group = polling_ceiling.Schedules(
+        distribution.cdf, distribution.support, 1.0, TINY, DELAYS, polling_ceiling.FINE_RESOLUTION
+    )
+
+    def lagrangian(alpha: float, beta: float):
+        o = group.solve(alpha, beta)
+        return o.value + alpha * need_first + beta * need_second, o
+
+    both = polling_ceiling._two_prices(lagrangian, need_first, need_second)
+    assert both.polls <= min(meeting) + 1e-6
+    for alone in (
+        polling_ceiling.fewest_polls([group], need_first, None),
+        polling_ceiling.fewest_polls([group], None, need_second),
+    ):
+        assert both.polls >= alone.polls - 1e-3 * abs(alone.polls)
