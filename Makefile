@@ -72,7 +72,7 @@ openapi: $(STAMP)  ## regenerate schemas/openapi.v1.json from the api function's
 build: $(STAMP)  ## sam build (arm64 layer and functions)
 	@$(BIN)/sam build
 
-bench: $(STAMP)  ## polling cost benchmark: every mix, 1,000 jobs each, cold and learned (under a minute)
+bench: $(STAMP)  ## polling cost benchmark: every mix, 1,000 jobs each, cold, learned and the ceiling (a minute or two)
 	@$(BIN)/python -m benchmarks.polling_cost $(ARGS)
 
 bench-cpu: $(STAMP)  ## collect CPU per record against a json round trip of the same records (under a minute)
