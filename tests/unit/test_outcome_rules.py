@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
-from batchbridge.models import BatchStatus, Counts, ErrorInfo, Outcome, OutcomeKind
+import httpx
+
+from batchbridge.models import BatchStatus, Connection, Counts, ErrorInfo, Outcome, OutcomeKind
+from batchbridge.providers.ivvy import IvvyProvider
 from batchbridge.records import Batch
 from batchbridge.tasks import Failure
 from batchbridge.tasks.finalize import final_status
@@ -146,3 +149,67 @@ def test_a_rejection_recorded_on_the_batch_is_the_failure_reason():
     status, error = final_status(rejected, None, counts(0, 5, 0))
     assert status is BatchStatus.FAILED
     assert error.code == "IVVY_24092"
+
+
+def _provider(secret: str) -> IvvyProvider:
+    """An iVvy adapter that is never asked anything."""
+    connection = Connection(
+        name="c",
+        provider="ivvy",
+        baseUrl="https://ivvy.invalid",
+        credentials={"apiKey": "k", "apiSecret": secret},
+    )
+    return IvvyProvider(connection, httpx.Client())
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in a JSON value, its keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_a_secret_a_response_echoes_is_redacted_however_json_writes_it_even_in_a_key():
+    for secret in ('se"cr\\et-1', "sécrét-ünicode", "line\nbreak-secret"):
+        provider = _provider(secret)
+        response = {"echo": f"you sent {secret}", secret: [secret, 1], "other": "fine"}
+        got = provider.finish_outcome(ok(10, response=response), provider.secret_values())
+        assert not any(secret in text for text in _strings(got.response))
+        assert json.loads(got.response_json() or "") == got.response
+        assert got.response["other"] == "fine" and got.response["echo"].startswith("you sent ")
+
+
+def test_a_response_without_a_secret_is_kept_as_it_is_and_encoded_once():
+    provider = _provider("s3cr3t-value")
+    response = {"id": 7, "name": "Élise"}
+    outcome = ok(10, response=response)
+    text = outcome.response_json()
+    got = provider.finish_outcome(outcome, provider.secret_values())
+    assert got.response is response and got.response_json() is text
+    assert text == '{"id":7,"name":"Élise"}'
+
+
+def test_a_replaced_response_is_encoded_again():
+    outcome = ok(10, response={"id": 1})
+    assert outcome.response_json() == '{"id":1}'
+    outcome.response = {"id": 2}
+    assert outcome.response_json() == '{"id":2}'
+    outcome.response = None
+    assert outcome.response_json() is None
+
+
+def test_ivvy_keeps_a_response_up_to_its_limit_in_utf8_bytes_and_says_so_when_it_drops_one():
+    from batchbridge.providers.ivvy import MAX_KEPT_RESPONSE_BYTES, _outcome
+
+    fits = {"n": "é" * ((MAX_KEPT_RESPONSE_BYTES - 8) // 2)}  # 2 bytes a character: just within
+    kept = _outcome(10, "c0", {"request": {}, "response": fits})
+    assert kept.response == fits and kept.detail is None
+    over = {"n": "é" * (MAX_KEPT_RESPONSE_BYTES // 2)}
+    dropped = _outcome(11, "c1", {"request": {}, "response": over})
+    size = len(json.dumps(over, separators=(",", ":"), ensure_ascii=False).encode())
+    assert dropped.response is None and dropped.outcome is OutcomeKind.SUCCEEDED
+    assert dropped.detail == f"iVvy's response ({size} bytes) was too large to keep"

@@ -5,10 +5,11 @@ Providers speak their own dialects; everything outside ``batchbridge.providers``
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 
 from batchbridge import limits
 
@@ -100,9 +101,29 @@ class Outcome(BaseModel):
     error: ErrorInfo | None = None
     response: Any = None
     detail: str | None = None  # e.g. "unchanged" for an accepted record the provider did not need to touch
+    # The response's JSON and the very object it encodes (a response replaced later is encoded again).
+    _response_json: tuple[Any, str] | None = PrivateAttr(default=None)
+
+    def response_json(self) -> str | None:
+        """The response as compact JSON (non-ASCII kept as is), encoded once however often it is asked
+        for: the adapter's size check, the credential scan and both encodings of the outcome read this one
+        text. A response is not changed in place once it is on an outcome."""
+        response = self.response
+        if response is None:
+            return None
+        private = self.__pydantic_private__ or {}  # read directly: pydantic's attribute path costs more
+        cached = private.get("_response_json")
+        if cached is None or cached[0] is not response:
+            cached = (response, _compact(response))
+            self._response_json = cached
+        text: str = cached[1]
+        return text
 
     def to_record(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json")
+
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Counts(BaseModel):

@@ -435,14 +435,25 @@ class Provider(ABC):
         exc.args = (exc.message,)
         return exc
 
-    def finish_outcome(self, outcome: Outcome, secrets: Sequence[str]) -> Outcome:
-        """An outcome as it leaves ``collect``: vendor text in it scrubbed of credentials."""
-        if outcome.error is not None:
-            outcome.error = ErrorInfo(code=outcome.error.code, message=scrub(outcome.error.message, secrets))
+    def finish_outcome(
+        self, outcome: Outcome, secrets: Sequence[str], needles: Sequence[str] | None = None
+    ) -> Outcome:
+        """An outcome as it leaves ``collect``: vendor text in it scrubbed of credentials. ``needles`` are
+        the secrets as they would appear in the response's JSON (:func:`secret_needles`); ``collect``'s
+        wrapper works them out once for all of a chunk's outcomes."""
+        error = outcome.error
+        if error is not None:
+            message = scrub(error.message, secrets)
+            if message != error.message:
+                outcome.error = ErrorInfo(code=error.code, message=message)
         if outcome.detail:
-            outcome.detail = scrub(outcome.detail, secrets)
+            detail = scrub(outcome.detail, secrets)
+            if detail != outcome.detail:
+                outcome.detail = detail
         if outcome.response is not None and secrets:
-            outcome.response = _without(outcome.response, secrets)
+            text = outcome.response_json() or ""
+            if any(needle in text for needle in (secret_needles(secrets) if needles is None else needles)):
+                outcome.response = _without(outcome.response, _longest_first(secrets))
         return outcome
 
     # -- the interface -------------------------------------------------------------------------------
@@ -552,16 +563,26 @@ def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any
             operation = Operation(self.describe(phase, chunk), phase)
             inner = method(self, chunk, *args, **kwargs)
             secrets: list[str] | None = None
+            needles: tuple[str, ...] = ()
             while True:
-                with _running(self, operation):
-                    try:
-                        item = next(inner)
-                    except StopIteration:
-                        return
+                # the operation's context is set only while the adapter runs, not while the caller does
+                token = enter(operation)
+                try:
+                    item = next(inner)
+                except StopIteration:
+                    return
+                except BatchBridgeError as exc:
+                    final = self.finish_error(operation, exc)
+                    if final is exc:
+                        raise
+                    raise final from exc
+                finally:
+                    leave(token)
                 if isinstance(item, Outcome):
                     if secrets is None:
                         secrets = self.secret_values()
-                    item = self.finish_outcome(item, secrets)
+                        needles = secret_needles(secrets)
+                    item = self.finish_outcome(item, secrets, needles)
                 yield item
 
         generator._operation = True  # type: ignore[attr-defined]
@@ -576,18 +597,34 @@ def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any
     return call
 
 
+def _longest_first(secrets: Sequence[str]) -> list[str]:
+    """The secrets worth replacing (six characters or more), longest first so that a secret holding
+    another is replaced whole."""
+    return sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+
+def secret_needles(secrets: Sequence[str]) -> tuple[str, ...]:
+    """What each secret looks like inside a response's JSON: as it is and, where JSON escapes some of its
+    characters (quotes, backslashes, control characters), escaped."""
+    needles: set[str] = set()
+    for secret in _longest_first(secrets):
+        needles.add(secret)
+        needles.add(_json_text(secret)[1:-1])
+    return tuple(needles)
+
+
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _without(value: Any, secrets: Sequence[str]) -> Any:
-    """``value`` with every exact secret in its strings replaced (vendor responses kept on outcomes)."""
-    text = json.dumps(value, default=str)
-    if not any(s in text for s in secrets if len(s) >= 6):
-        return value
+    """``value`` with every exact secret in its strings (keys too) replaced: vendor responses kept on
+    outcomes. ``secrets`` are :func:`_longest_first`."""
     if isinstance(value, str):
         for secret in secrets:
-            if len(secret) >= 6:
-                value = value.replace(secret, REDACTED)
+            value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {k: _without(v, secrets) for k, v in value.items()}
+        return {_without(k, secrets): _without(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [_without(v, secrets) for v in value]
     return value

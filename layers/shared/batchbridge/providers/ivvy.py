@@ -203,12 +203,18 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _small(value: Any) -> tuple[Any, str | None]:
-    """The value when its JSON is small enough to keep in an outcome, else None and a note saying so."""
-    size = len(json.dumps(value, separators=(",", ":"), default=str))
+def _kept(outcome: Outcome) -> Outcome:
+    """The outcome with its response when the response's JSON is small enough to keep, else without it
+    and with a note saying so."""
+    text = outcome.response_json()
+    if text is None:
+        return outcome
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     if size <= MAX_KEPT_RESPONSE_BYTES:
-        return value, None
-    return None, f"iVvy's response ({size} bytes) was too large to keep"
+        return outcome
+    outcome.response = None
+    outcome.detail = f"iVvy's response ({size} bytes) was too large to keep"
+    return outcome
 
 
 # --- the adapter ------------------------------------------------------------------------------------
@@ -451,15 +457,13 @@ def _progress(data: dict[str, Any]) -> float:
     return progress
 
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+
+
 def _echo_key(namespace: Any, action: Any, request: Any) -> str:
     """What a result must echo to belong to a job: namespace and action (iVvy's names are not case
     sensitive) and the request, compared as canonical JSON."""
-    return json.dumps(
-        [str(namespace).lower(), str(action).lower(), request],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+    return _canonical([str(namespace).lower(), str(action).lower(), request])
 
 
 def match_results(
@@ -493,7 +497,7 @@ def match_results(
         if not found:
             continue
         if len(found) != len(positions):
-            distinct = {json.dumps(r.get("response"), sort_keys=True, default=str) for r in found}
+            distinct = {_canonical(r.get("response")) for r in found}
             if len(positions) == 1 and len(distinct) == 1:
                 found = found[:1]  # one result, repeated word for word
             else:
@@ -527,7 +531,6 @@ def _outcome(index: int, client_ref: str | None, result: dict[str, Any]) -> Outc
             outcome=OutcomeKind.NOT_PROCESSED,
             error=ErrorInfo(code=NO_RESPONSE, message="iVvy's result for this job has no response"),
         )
-    kept, note = _small(response)
     if isinstance(response, dict) and _is_error_body(response):
         error = IvvyError.from_body(response)
         if error is None or not (error.message or error.additional):
@@ -535,24 +538,26 @@ def _outcome(index: int, client_ref: str | None, result: dict[str, Any]) -> Outc
             message = "iVvy reported the job as failed"
         else:
             code, message = error.code, error.text
-        return Outcome(
-            index=index,
-            client_ref=client_ref,
-            outcome=OutcomeKind.FAILED,
-            error=ErrorInfo(code=code, message=message),
-            response=kept,
-            detail=note,
+        return _kept(
+            Outcome(
+                index=index,
+                client_ref=client_ref,
+                outcome=OutcomeKind.FAILED,
+                error=ErrorInfo(code=code, message=message),
+                response=response,
+            )
         )
     provider_ref = None
     if isinstance(response, dict):
         ref = response.get("id")
         if ref is not None and not isinstance(ref, bool | dict | list):
             provider_ref = str(ref)
-    return Outcome(
-        index=index,
-        client_ref=client_ref,
-        outcome=OutcomeKind.SUCCEEDED,
-        provider_ref=provider_ref,
-        response=kept,
-        detail=note,
+    return _kept(
+        Outcome(
+            index=index,
+            client_ref=client_ref,
+            outcome=OutcomeKind.SUCCEEDED,
+            provider_ref=provider_ref,
+            response=response,
+        )
     )

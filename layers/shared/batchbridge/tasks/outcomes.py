@@ -99,16 +99,20 @@ def encode(
         kind = outcome.outcome.value
         counts.add(outcome.outcome)
         error = outcome.error
+        error_json = "null"
         if error is not None:
-            error = ErrorInfo(code=error.code[:200], message=scrub(error.message)[:2000])
-        response = None if outcome.response is None else _dumps(outcome.response)
+            code, message = error.code[:200], scrub(error.message)[:2000]
+            if code != error.code or message != error.message:
+                error = ErrorInfo(code=code, message=message)
+            error_json = f'{{"code":{_dumps(error.code)},"message":{_dumps(error.message)}}}'
+        response = outcome.response_json()
         cut = response is not None and len(response) > limits.MAX_RESPONSE_BYTES
         if cut:
             response = f'{{"truncated":true,"bytes":{len(str(response).encode())}}}'
         lines.append(
             f'{{"outcome":"{kind}","index":{outcome.index},"clientRef":{_dumps(outcome.client_ref)},'
             f'"providerRef":{_dumps(outcome.provider_ref)},'
-            f'"error":{_dumps(error.model_dump()) if error else "null"},'
+            f'"error":{error_json},'
             f'"response":{response if response is not None else "null"},'
             f'"detail":{_dumps(outcome.detail)},"job":'
         )
