@@ -59,12 +59,11 @@ def stubbed_aws() -> Iterator[tuple[Any, Any]]:
         aws_secret_access_key="bench",  # noqa: S106 - a stub: nothing is sent
         region_name="us-east-1",
     )
-    from botocore.config import Config
-
-    dynamodb = session.client("dynamodb")
-    bulk = session.client("dynamodb", config=Config(parameter_validation=False))
+    # configured as the functions' own clients are (aws.client, aws.bulk_client)
+    dynamodb = session.client("dynamodb", config=aws.CLIENT_CONFIG)
+    bulk = session.client("dynamodb", config=aws.CLIENT_CONFIG.merge(aws.BULK_CONFIG))
     bulk.meta.events.register("before-call.dynamodb", aws._use_prepared_body)  # as aws.bulk_client does
-    s3 = session.client("s3")
+    s3 = session.client("s3", config=aws.CLIENT_CONFIG)
     for client in (dynamodb, bulk, s3):
         client.meta.events.register("before-send", answer)
     yield dynamodb, s3, bulk

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from functools import cache
 from typing import Any
 
 import boto3
+import botocore
 from botocore.config import Config
 
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20)
+# A User-Agent of our own, made once: botocore's default one is rebuilt from a dozen parts twice for
+# every request, about a third of the client-side CPU of a request (a collect sends dozens).
+USER_AGENT = (
+    f"BatchBridge Boto3/{boto3.__version__} botocore/{botocore.__version__} "
+    f"Python/{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+)
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=20, user_agent=USER_AGENT
+)
+#: Added for :func:`bulk_client`: its request bodies are built and checked by the caller.
+BULK_CONFIG = Config(parameter_validation=False)
 
 
 # boto3's default session is not safe to build clients from in several threads at once (Lambda runs one
@@ -23,18 +35,17 @@ def client(service: str) -> Any:
     from batchbridge import cost
 
     with _create:
-        made = boto3.client(service, config=_CONFIG)  # type: ignore[call-overload]
+        made = boto3.client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
     cost.install(made)
     return made
 
 
 @cache
-@cache
 def presigner() -> Any:
     """The S3 client that signs pre-signed URLs: Signature Version 4 always (S3 refuses version 2 in most
     regions, and a version-2 URL would be valid until its expiry even past the credentials' own)."""
     with _create:
-        return boto3.client("s3", config=_CONFIG.merge(Config(signature_version="s3v4")))
+        return boto3.client("s3", config=CLIENT_CONFIG.merge(Config(signature_version="s3v4")))
 
 
 _prepared = threading.local()
@@ -46,7 +57,7 @@ def bulk_client(service: str) -> Any:
     botocore's own walk over every attribute of every item (and its validation) costs several times what
     the JSON of the request does."""
     with _create:
-        made = boto3.client(service, config=_CONFIG.merge(Config(parameter_validation=False)))  # type: ignore[call-overload]
+        made = boto3.client(service, config=CLIENT_CONFIG.merge(BULK_CONFIG))  # type: ignore[call-overload]
     made.meta.events.register(f"before-call.{service}", _use_prepared_body)
     return made
 
@@ -76,7 +87,7 @@ def table(name: str) -> Any:
     tables: dict[str, Any] = _local.__dict__.setdefault("tables", {})
     if name not in tables:
         with _create:
-            tables[name] = boto3.resource("dynamodb", config=_CONFIG).Table(name)
+            tables[name] = boto3.resource("dynamodb", config=CLIENT_CONFIG).Table(name)
     return tables[name]
 
 
