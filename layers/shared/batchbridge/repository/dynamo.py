@@ -418,7 +418,11 @@ def _row_units(row: OutcomeRow) -> float:
     strings = [row.response, row.client_ref, row.client_ref, row.provider_ref, row.detail]
     if row.error is not None:
         strings += [row.error.code, row.error.message]
-    return cost.write_units(200 + sum(len(v.encode()) for v in strings if v))
+    return cost.write_units(200 + sum(_utf8_bytes(v) for v in strings if v))
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def _hash_attr(streams: list[tuple[str, str, str]], value: str) -> str:

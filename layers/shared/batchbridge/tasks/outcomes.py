@@ -95,9 +95,10 @@ def encode(
     Vendor text in errors is scrubbed of anything credential-shaped on the way."""
     lines: list[str] = []
     rows: list[OutcomeRow] = []
+    tally = dict.fromkeys(OutcomeKind, 0)
     for outcome, job in zip(outcomes, jobs, strict=True):
         kind = outcome.outcome.value
-        counts.add(outcome.outcome)
+        tally[outcome.outcome] += 1
         error = outcome.error
         error_json = "null"
         if error is not None:
@@ -105,16 +106,18 @@ def encode(
             if code != error.code or message != error.message:
                 error = ErrorInfo(code=code, message=message)
             error_json = f'{{"code":{_dumps(error.code)},"message":{_dumps(error.message)}}}'
+        client_ref, provider_ref, detail = outcome.client_ref, outcome.provider_ref, outcome.detail
         response = outcome.response_json()
         cut = response is not None and len(response) > limits.MAX_RESPONSE_BYTES
         if cut:
             response = f'{{"truncated":true,"bytes":{len(str(response).encode())}}}'
         lines.append(
-            f'{{"outcome":"{kind}","index":{outcome.index},"clientRef":{_dumps(outcome.client_ref)},'
-            f'"providerRef":{_dumps(outcome.provider_ref)},'
+            f'{{"outcome":"{kind}","index":{outcome.index},'
+            f'"clientRef":{"null" if client_ref is None else _dumps(client_ref)},'
+            f'"providerRef":{"null" if provider_ref is None else _dumps(provider_ref)},'
             f'"error":{error_json},'
-            f'"response":{response if response is not None else "null"},'
-            f'"detail":{_dumps(outcome.detail)},"job":'
+            f'"response":{"null" if response is None else response},'
+            f'"detail":{"null" if detail is None else _dumps(detail)},"job":'
         )
         lines.append(job.line.decode("utf-8"))
         lines.append("}\n")
@@ -123,12 +126,15 @@ def encode(
             OutcomeRow(
                 index=outcome.index,
                 outcome=kind,
-                client_ref=outcome.client_ref,
-                provider_ref=outcome.provider_ref,
+                client_ref=client_ref,
+                provider_ref=provider_ref,
                 error=error,
                 response=response if small else None,
                 response_truncated=response is not None and not small,
-                detail=outcome.detail,
+                detail=detail,
             )
         )
+    for tallied, n in tally.items():
+        if n:
+            counts.add(tallied, n)
     return "".join(lines).encode("utf-8"), rows
