@@ -24,6 +24,7 @@ from batchbridge.errors import (
 from batchbridge.models import ChunkState, Connection, OutcomeKind
 from batchbridge.providers.base import ChunkInfo, provider_class
 from batchbridge.providers.ivvy import IvvyJob, IvvyProvider
+from batchbridge.providers.protocol import current_operation
 from batchbridge_local.simulators.ivvy import IvvySimulator, booking_session_jobs, expected_code
 
 
@@ -468,6 +469,11 @@ def test_results_ivvy_no_longer_holds_are_expired(sim, http):
     sim.results_expired = True
     with pytest.raises(ResultsExpiredError, match="24115"):
         list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
+    # an error leaving collect names the operation and its chunk, and the adapter's context is left
+    with pytest.raises(ResultsExpiredError) as caught:
+        list(adapter(sim, http).collect(info, booking_session_jobs(1), None))
+    assert caught.value.message.startswith(f"iVvy results (chunk {info.index}, {info.provider_ref}): ")
+    assert current_operation() is None
 
 
 def test_a_results_body_without_results_is_a_bad_response(sim, http):

@@ -539,19 +539,27 @@ def _parsed(response: httpx.Response) -> Any:
 _NULL = object()
 
 
-@contextlib.contextmanager
-def _running(provider: Provider, operation: Operation) -> Iterator[None]:
-    """Run a step of an operation: in its context, its errors finished on the way out."""
-    token = enter(operation)
-    try:
-        yield
-    except BatchBridgeError as exc:
-        final = provider.finish_error(operation, exc)
-        if final is exc:
-            raise
-        raise final from exc
-    finally:
-        leave(token)
+class _Running:
+    """Run a step of an operation: in its context, its errors finished on the way out. (A class, not a
+    generator-based context manager: collect's wrapper enters one for every outcome.)"""
+
+    __slots__ = ("operation", "provider", "token")
+
+    def __init__(self, provider: Provider, operation: Operation) -> None:
+        self.provider = provider
+        self.operation = operation
+
+    def __enter__(self) -> None:
+        self.token = enter(self.operation)
+
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> None:
+        try:
+            if isinstance(exc, BatchBridgeError):
+                final = self.provider.finish_error(self.operation, exc)
+                if final is not exc:
+                    raise final from exc
+        finally:
+            leave(self.token)
 
 
 def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -565,19 +573,11 @@ def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any
             secrets: list[str] | None = None
             needles: tuple[str, ...] = ()
             while True:
-                # the operation's context is set only while the adapter runs, not while the caller does
-                token = enter(operation)
-                try:
-                    item = next(inner)
-                except StopIteration:
-                    return
-                except BatchBridgeError as exc:
-                    final = self.finish_error(operation, exc)
-                    if final is exc:
-                        raise
-                    raise final from exc
-                finally:
-                    leave(token)
+                with _Running(self, operation):
+                    try:
+                        item = next(inner)
+                    except StopIteration:
+                        return
                 if isinstance(item, Outcome):
                     if secrets is None:
                         secrets = self.secret_values()
@@ -590,7 +590,7 @@ def _as_operation(phase: Phase, method: Callable[..., Any]) -> Callable[..., Any
 
     @functools.wraps(method)
     def call(self: Provider, chunk: ChunkInfo, *args: Any, **kwargs: Any) -> Any:
-        with _running(self, Operation(self.describe(phase, chunk), phase)):
+        with _Running(self, Operation(self.describe(phase, chunk), phase)):
             return method(self, chunk, *args, **kwargs)
 
     call._operation = True  # type: ignore[attr-defined]
