@@ -418,6 +418,34 @@ def test_reordered_results_are_matched_by_the_request_they_echo(sim, http):
     assert [None if o.outcome is OutcomeKind.SUCCEEDED else o.error.code for o in outcomes] == truth.codes
 
 
+def test_a_result_belongs_to_a_job_only_when_it_echoes_the_same_json_value():
+    from batchbridge.providers.ivvy import match_results
+
+    params = {"id": 1, "tags": ["a", "b"], "room": {"floor": 2, "wing": "east"}, "on": True, "rate": 1.5}
+    job = {"namespace": "venue", "action": "addOrUpdateBookingSession", "params": params}
+
+    def result(request: object, **echo: str) -> dict[str, object]:
+        names = {"namespace": "venue", "action": "addOrUpdateBookingSession"} | echo
+        return {**names, "request": request, "response": {"id": 9}}
+
+    # members in another order, names in another case: the same request
+    same = {"rate": 1.5, "on": True, "room": {"wing": "east", "floor": 2}, "tags": ["a", "b"], "id": 1}
+    assert match_results([result(same, namespace="VENUE")], [job]) == [result(same, namespace="VENUE")]
+    # a value of another JSON type, or an array in another order, is another request
+    for other in (
+        {**params, "id": "1"},
+        {**params, "id": 1.0},
+        {**params, "id": True},
+        {**params, "on": 1},
+        {**params, "tags": ["b", "a"]},
+        {**params, "room": {"floor": 2}},
+        {**params, "extra": None},
+    ):
+        assert match_results([result(other)], [job]) == [
+            ("IVVY_NO_RESULT", "iVvy returned no result that echoes this job's request")
+        ], other
+
+
 def test_a_request_echoed_with_two_different_answers_is_credited_to_nobody(sim, http):
     jobs = booking_session_jobs(2)
     info = finished(sim, http, jobs)

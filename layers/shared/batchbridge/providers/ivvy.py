@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -460,20 +460,37 @@ def _progress(data: dict[str, Any]) -> float:
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
-def _echo_key(namespace: Any, action: Any, request: Any) -> str:
+def _echo_key(namespace: Any, action: Any, request: Any) -> Hashable:
     """What a result must echo to belong to a job: namespace and action (iVvy's names are not case
-    sensitive) and the request, compared as canonical JSON."""
-    return _canonical([str(namespace).lower(), str(action).lower(), request])
+    sensitive) and the request, compared as JSON values (see :func:`_json_value_key`)."""
+    return (str(namespace).lower(), str(action).lower(), _json_value_key(request))
+
+
+def _json_value_key(value: Any) -> Hashable:
+    """A JSON value as a key that equals another's exactly when the two are the same JSON: an object's
+    members in any order, an array's in order, and every scalar with its type (``1``, ``1.0``, ``true``
+    and ``"1"`` are four different values). Anything but JSON is compared by its text, as JSON would
+    write it with ``default=str``."""
+    kind = type(value)
+    if kind is dict:
+        return frozenset([(str(k), _json_value_key(v)) for k, v in value.items()])
+    if kind is list:
+        return (list, tuple([_json_value_key(v) for v in value]))
+    if kind is str or kind is int or kind is bool or value is None:
+        return (kind, value)
+    if kind is float:
+        return (float, repr(value))  # NaN is equal to itself here, as "NaN" is in JSON text
+    return (str, str(value))
 
 
 def match_results(
     results: list[Any], jobs: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any] | tuple[str, str]]:
     """Per job: its result, or ``(code, reason)`` when none can be told to be its own (see ``collect``)."""
-    wanted: dict[str, list[int]] = {}
+    wanted: dict[Hashable, list[int]] = {}
     for i, job in enumerate(jobs):
         wanted.setdefault(_echo_key(job["namespace"], job["action"], job.get("params") or {}), []).append(i)
-    echoed: dict[str, list[dict[str, Any]]] = {}
+    echoed: dict[Hashable, list[dict[str, Any]]] = {}
     strays = 0
     for result in results:
         if not isinstance(result, dict) or "request" not in result:
