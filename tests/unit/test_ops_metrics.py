@@ -141,3 +141,14 @@ def test_a_finalize_answer_the_metrics_cannot_read_does_not_fail_the_finalize_ta
     ops_metrics.batch_finished({"status": "SUCCEEDED", "message": "not the event"})
     ops_metrics.batch_finished({"status": "SUCCEEDED"})
     assert emitted() == []
+
+
+def test_the_provider_dimension_is_every_registered_provider_without_importing_one():
+    # ops_metrics counts a provider by its adapter's module name, so that finalize never imports one: that
+    # holds only while every adapter registers under the name of its module.
+    from batchbridge.providers import ADAPTER_MODULES
+    from batchbridge.providers.base import provider_class
+
+    for name in ADAPTER_MODULES:
+        assert provider_class(name).__module__ == f"batchbridge.providers.{name}"
+        assert provider_class(name).capabilities.name == name

@@ -51,7 +51,7 @@ from batchbridge.errors import (
     UnknownProviderError,
 )
 from batchbridge.models import ChunkState, Connection, ErrorInfo, Outcome
-from batchbridge.providers import load_adapters
+from batchbridge.providers import load_adapter, load_adapters
 from batchbridge.providers.auth import TOKENS, Token, keep_seconds
 from batchbridge.providers.http import decode_json, retry_after_seconds, send
 from batchbridge.providers.protocol import (
@@ -639,7 +639,9 @@ def register(cls: type[Provider]) -> type[Provider]:
 
 
 def provider_class(name: str) -> type[Provider]:
-    load_adapters()
+    """The adapter registered as ``name``; its module is imported on first use, and no other adapter's."""
+    if name not in _REGISTRY and not load_adapter(name):
+        load_adapters()  # for the message: every provider there is
     try:
         return _REGISTRY[name]
     except KeyError:
