@@ -48,6 +48,7 @@ opt = os.path.join({opt!r}, "")
 seen = {{
     "tracing": not tracer.disabled,
     "patched": sorted(patcher._PATCHED_MODULES),
+    "imported_httpx": "httpx" in sys.modules,
     "sdk": sys.modules["botocore"].__file__,
     "compiled": sorted(n for n, m in list(sys.modules.items())
                        if (getattr(m, "__file__", None) or "").startswith(opt) and m.__file__.endswith(".py")
@@ -111,7 +112,8 @@ def invoke(env: lambda_env.LambdaEnv, name: str, event: Any, daemon: str) -> dic
 
 def assert_started_from_the_layer(env: lambda_env.LambdaEnv, seen: dict[str, Any]) -> None:
     assert seen["tracing"] is True
-    assert seen["patched"] == ["botocore", "httpx"]  # what the functions call out with, nothing more
+    # What the function calls out with, nothing more: AWS, and the vendors' httpx where it is imported
+    assert seen["patched"] == (["botocore", "httpx"] if seen["imported_httpx"] else ["botocore"])
     assert seen["sdk"].startswith(str(env.site_packages)), "botocore must be the runtime's"
     assert seen["compiled"] == [], "shipped without bytecode: compiled again at every cold start"
 
@@ -163,6 +165,66 @@ def test_each_task_starts_and_rejects_a_bad_input_through_the_tracer(
     assert seen["error"] == "ValidationError"
     traced = wait_for(received, "## lambda_handler")
     assert traced.get("fault") is True or traced.get("error") is True, traced
+
+
+# Which functions talk to a vendor at all: those import the provider machinery (and httpx, traced) with
+# the handler; the others import neither it nor any adapter.
+CALLS_VENDORS = {
+    "ApiFunction",
+    "ValidateUploadFunction",
+    "SubmitBatchFunction",
+    "CheckStatusFunction",
+    "CollectResultsFunction",
+}
+
+_IMPORTED = """
+import json, sys
+import {module}
+print(json.dumps(sorted(n for n in sys.modules if n == "httpx" or n.startswith("batchbridge.providers."))))
+"""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="finalize imports tasks.collect's Settler, whose module imports providers.base",
+            ),
+        )
+        if name == "FinalizeBatchFunction"
+        else name
+        for name in sorted(FUNCTIONS)
+    ],
+)
+def test_a_task_imports_the_provider_machinery_only_if_it_talks_to_a_vendor_and_no_adapter_before_it_is_used(
+    env: lambda_env.LambdaEnv, name: str
+) -> None:
+    function = FUNCTIONS[name]
+    done = env.run(function, _IMPORTED.format(module=function.module))
+    assert done.returncode == 0, done.stderr
+    imported = set(json.loads(done.stdout))
+    adapters = {f"batchbridge.providers.{a}" for a in ("ivvy", "willsuite", "superoffice", "os1")}
+    assert not imported & adapters, "an adapter is imported when its provider is used, not at cold start"
+    if name in CALLS_VENDORS:
+        assert {"httpx", "batchbridge.providers.base", "batchbridge.providers.http"} <= imported
+    else:
+        assert imported == set(), "a function that never talks to a vendor"
+
+
+def test_a_provider_s_adapter_is_imported_alone_when_it_is_first_asked_for(env: lambda_env.LambdaEnv) -> None:
+    code = (
+        "import sys\n"
+        "from batchbridge.providers.base import provider_class\n"
+        "print(provider_class('os1').__name__, "
+        "sorted(n.rsplit('.', 1)[1] for n in sys.modules if n.rsplit('.', 1)[-1] in "
+        "('ivvy', 'willsuite', 'superoffice', 'os1')))"
+    )
+    done = env.run(FUNCTIONS["SubmitBatchFunction"], code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().split(maxsplit=1) == ["OS1Provider", "['os1']"]
 
 
 def test_httpx_works_without_anyio(env: lambda_env.LambdaEnv) -> None:

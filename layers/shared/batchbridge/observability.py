@@ -20,9 +20,11 @@ from batchbridge.errors import (
 )
 
 logger = Logger(service="batchbridge")
-# With tracing on, the X-Ray SDK patches only what the functions call out with: AWS (botocore) and the
-# providers (httpx). Its default, every library it knows, imports each one it finds at cold start.
-TRACED_LIBRARIES = ("botocore", "httpx")
+# With tracing on, the X-Ray SDK patches only what the functions call out with: AWS (botocore) here, for
+# every function, and the providers' httpx in batchbridge.providers.http, which only the functions that
+# talk to a vendor import (patching it imports it). The SDK's default, every library it knows, imports
+# each one it finds at cold start.
+TRACED_LIBRARIES = ("botocore",)
 tracer = Tracer(service="batchbridge", patch_modules=TRACED_LIBRARIES)
 metrics = Metrics(namespace="BatchBridge", service="batchbridge")
 

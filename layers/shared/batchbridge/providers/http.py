@@ -23,6 +23,12 @@ from batchbridge.errors import (
     ProviderUnavailableError,
     SubmitUnconfirmedError,
 )
+from batchbridge.observability import tracer
+
+# Vendor calls are traced (when tracing is on). The X-Ray SDK's patch replaces httpx.Client, so it is made
+# here, before new_client builds one, and only where a vendor is called: functions that never call one do
+# not import this module, nor httpx.
+tracer.patch(("httpx",))
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=20.0, pool=5.0)
 SNIPPET_BYTES = 120  # how much of a body that is not JSON an error quotes (never for credential endpoints)

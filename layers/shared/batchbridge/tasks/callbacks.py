@@ -16,7 +16,6 @@ from batchbridge import errors
 from batchbridge.models import ChunkState
 from batchbridge.observability import logger
 from batchbridge.tasks import Deps
-from batchbridge.tasks.chunks import chunk_info
 
 #: Chunks a callback that names none may have checked on its behalf.
 UNNAMED_CHECKS = 4
@@ -47,6 +46,10 @@ def receive(batch_id: str, token: str, body: Any, deps: Deps | None = None) -> d
     Returns ``{"accepted": bool, "reason"?: str}``; never raises for a callback that is merely late,
     repeated, unconfirmed or malformed.
     """
+    # The API's side alone, which asks the provider: the await task, which imports this module to park,
+    # never talks to a provider, and does not load the provider machinery chunk_info brings.
+    from batchbridge.tasks.chunks import chunk_info
+
     deps = deps or Deps.default()
     try:
         batch = deps.repo.get_batch(batch_id)
