@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -152,3 +155,31 @@ def test_the_provider_dimension_is_every_registered_provider_without_importing_o
     for name in ADAPTER_MODULES:
         assert provider_class(name).__module__ == f"batchbridge.providers.{name}"
         assert provider_class(name).capabilities.name == name
+
+
+def test_counting_a_finished_batch_imports_no_provider_adapter():
+    # In a fresh interpreter, as finalize's first invocation: the count is made, and no adapter (nor httpx)
+    # is imported for it.
+    code = f"""
+import json, sys
+from batchbridge import events, ops_metrics
+from batchbridge.config import Settings
+from batchbridge.records import Batch
+message = events.sns_message(Batch.from_item({FINISHED!r}), Settings(table_name="t", bucket_name="b"))
+ops_metrics.batch_finished(message)
+loaded = [n for n in sys.modules if n == "httpx" or n.startswith("batchbridge.providers.")]
+print("LOADED " + json.dumps(sorted(loaded)))
+"""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "POWERTOOLS_METRICS_DISABLED": "false",
+        "POWERTOOLS_DEV": "false",
+    }
+    done = subprocess.run(  # noqa: S603 - this interpreter, on code written here
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"BatchesFinished"' in done.stdout, "the finished batch was counted"
+    (loaded,) = [line for line in done.stdout.splitlines() if line.startswith("LOADED ")]
+    assert json.loads(loaded.removeprefix("LOADED ")) == []
