@@ -9,6 +9,7 @@ in-process, and a handler that raises answers as Lambda does (``x-amz-function-e
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import io
 import json
@@ -20,7 +21,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -73,6 +74,12 @@ class FakeContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+#: Powertools' event handler keeps the event it is resolving on a class every resolver in the process
+#: shares (``BaseRouter.current_event``): in Lambda a process runs one invocation at a time, here the
+#: functions' invocations share one process, so those of functions built on it run one at a time.
+_EVENT_HANDLER_LOCK = threading.Lock()
+
+
 @dataclass
 class LocalFunction:
     logical_id: str
@@ -82,22 +89,48 @@ class LocalFunction:
     timeout: float
     environment: dict[str, str]
     memory_mb: int = 128
-    _module: ModuleType | None = None
+    _idle: list[ModuleType] = field(default_factory=list)
+    _containers: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def load(self) -> Callable[[Any, Any], Any]:
-        if self._module is None:
-            module_file = self.handler.rpartition(".")[0]
-            path = self.code_dir / f"{module_file}.py"
-            spec = importlib.util.spec_from_file_location(f"batchbridge_fn_{self.code_dir.name}", path)
-            assert spec is not None
-            assert spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            self._module = module
-        return getattr(self._module, self.handler.rpartition(".")[2])
+    def _container(self) -> ModuleType:
+        """An idle container's copy of the handler module, or a new container's.
+
+        Lambda runs one invocation at a time in a container and starts another for a concurrent one; a
+        handler may keep state at module level between the lines of one invocation, so two invocations at
+        once never share a module."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            self._containers += 1
+            number = self._containers
+        module_file = self.handler.rpartition(".")[0]
+        path = self.code_dir / f"{module_file}.py"
+        spec = importlib.util.spec_from_file_location(f"batchbridge_fn_{self.code_dir.name}_{number}", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    @functools.cached_property
+    def _one_at_a_time(self) -> bool:
+        """Whether the handler is built on Powertools' event handler (see :data:`_EVENT_HANDLER_LOCK`)."""
+        source = (self.code_dir / f"{self.handler.rpartition('.')[0]}.py").read_text()
+        return "aws_lambda_powertools.event_handler" in source
 
     def invoke(self, event: Any) -> Any:
-        return self.load()(event, FakeContext(self.name, self.timeout, self.memory_mb))
+        module = self._container()
+        try:
+            handler = getattr(module, self.handler.rpartition(".")[2])
+            context = FakeContext(self.name, self.timeout, self.memory_mb)
+            if not self._one_at_a_time:
+                return handler(event, context)
+            with _EVENT_HANDLER_LOCK:
+                return handler(event, context)
+        finally:
+            with self._lock:
+                self._idle.append(module)
 
 
 class LocalStack:
