@@ -116,3 +116,17 @@ def test_each_vendor_refuses_credentials_in_its_own_words(simulator: type[Simula
         "superoffice": body.get("ExceptionType") == "SoAuthenticationException",
         "os1": str(body.get("error", {}).get("code", "")).startswith("401"),
     }[sim.name]
+
+
+def test_a_stopped_simulator_serves_no_connection_a_client_kept_alive():
+    # Given a client that keeps its connection to a simulator alive between requests
+    first = Counter().start()
+    url = first.base_url
+    with httpx.Client() as client:
+        assert client.get(url).json()["acted"] == 1
+        # When the simulator stops (and another may be given its port)
+        first.stop()
+        # Then the kept-alive connection is closed, not answered by the stopped simulator
+        with pytest.raises(httpx.TransportError):
+            client.get(url)
+    assert first.acted == 1

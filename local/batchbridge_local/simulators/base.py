@@ -118,6 +118,7 @@ class Simulator:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()  # the clients' connections, kept alive between requests
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -138,10 +139,20 @@ class Simulator:
         return self
 
     def stop(self) -> None:
+        """Stop listening and close every connection a client keeps alive.
+
+        A kept-alive connection would otherwise go on being served by this stopped simulator, and a client
+        pooling connections by address would send a later simulator's requests (one that got this port)
+        down it, to this one."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            still_open, self._open = self._open, set()
+        for sock in still_open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -246,6 +257,16 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             return
+
+        def setup(self) -> None:
+            super().setup()
+            with sim._lock:
+                sim._open.add(self.connection)
+
+        def finish(self) -> None:
+            with sim._lock:
+                sim._open.discard(self.connection)
+            super().finish()
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
