@@ -183,6 +183,33 @@ def test_a_submit_whose_answer_is_lost_is_unconfirmed(sim, http, fault):
     assert len(sim.requests_to("ExecuteByEntityIds")) == 1
 
 
+def test_a_submit_answer_cut_short_to_another_tasks_id_is_unconfirmed_and_found_by_context(sim, http):
+    # Given task 10 holds chunk 0, and chunk 1's submit creates task 1000 but its answer is cut to "10"
+    provider = adapter(sim, http, associateId=sim.associate_id)
+    sim._next_task = 10
+    assert provider.submit(chunk(), entities(1)) == "10"
+    sim._next_task = 1000
+    sim.faults.truncated_next = 1
+    sim.faults.only_paths = ("ExecuteByEntityIds",)
+    second = ChunkInfo(batch_id="b-1", index=1, first_job_index=1, options=OPTIONS)
+    # When chunk 1 is submitted, Then task 10 (chunk 0's) is not taken as chunk 1's
+    with pytest.raises(SubmitUnconfirmedError, match="another Context"):
+        provider.submit(second, entities(2))
+    assert sim.submissions == 2
+    # And the chunk's own task is found by its Context, without sending it again
+    assert provider.find_submission(second) == "1000"
+    assert sim.submissions == 2
+
+
+def test_a_submit_answer_naming_a_task_that_does_not_exist_is_unconfirmed(sim, http):
+    # Given the task is created as 1000 but the answer is cut to "10", a task SuperOffice does not know
+    sim.faults.truncated_next = 1
+    sim.faults.only_paths = ("ExecuteByEntityIds",)
+    with pytest.raises(SubmitUnconfirmedError, match="could not be read back"):
+        adapter(sim, http).submit(chunk(), entities(1))
+    assert sim.submissions == 1
+
+
 # --- status mapping ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("vendor_state", "expected"),
@@ -254,7 +281,8 @@ def test_endpoint_is_rediscovered_once_its_valid_until_has_passed(sim, http):
     sim.state_ttl_seconds = 0
     ref = adapter(sim, http).submit(chunk(), entities(1))
     adapter(sim, http).check(chunk(ref))
-    assert sim.state_requests == 2
+    # the submit, its read-back and the check each found the endpoint lapsed
+    assert sim.state_requests == 3
 
 
 def test_a_moved_tenant_answers_421_and_is_rediscovered_once(sim, http):
@@ -267,7 +295,7 @@ def test_a_moved_tenant_answers_421_and_is_rediscovered_once(sim, http):
     # Then the old host answered 421 once, the tenant was rediscovered once, and the check went to sod2
     assert report.state is ChunkState.COMPLETED
     assert sim.state_requests == 2
-    assert len(sim.requests_to("/sod1/")) == 2  # the submit and the one misdirected check
+    assert len(sim.requests_to("/sod1/")) == 3  # the submit, its read-back and the one misdirected check
     assert sim.requests_to("/sod2/")
 
 
@@ -277,7 +305,8 @@ def test_submit_to_a_moved_tenant_is_sent_again_to_the_new_host_once(sim, http):
     sim.move_host()
     provider.submit(chunk(), entities(2))
     assert sim.submissions == 2  # the 421 was not a submission; the repeat was the only one
-    assert len(sim.requests_to("/sod2/")) == 1
+    sent_to_sod2 = [r for r in sim.requests_to("/sod2/") if r.path.endswith("ExecuteByEntityIds")]
+    assert len(sent_to_sod2) == 1
 
 
 def test_a_tenant_still_misdirected_after_rediscovery_is_retryable_and_forgotten(sim, http):
@@ -289,7 +318,7 @@ def test_a_tenant_still_misdirected_after_rediscovery_is_retryable_and_forgotten
     # When the task is checked, Then the workflow is asked to retry (no third attempt here)
     with pytest.raises(ProviderUnavailableError, match="421"):
         provider.check(chunk(ref))
-    assert len(sim.requests_to("GetBatchTaskInfo")) == 2
+    assert len(sim.requests_to("GetBatchTaskInfo")) == 3  # the submit's read-back, then the check twice
     # And the stale endpoint was not kept: the next check rediscovers and reaches the new host
     assert provider.check(chunk(ref)).state in (ChunkState.RUNNING, ChunkState.COMPLETED)
     assert sim.state_requests == 3

@@ -477,22 +477,7 @@ REGRESSIONS: tuple[Cell, ...] = (
     FaultCell("ivvy", "submit", "timeout", "mid"),
 )
 #: Cells known to fail, with what is wrong (the test marks them xfail, strict: one that passes is news).
-KNOWN_FAILURES: dict[str, str] = {
-    "superoffice-submit-truncated-first": (
-        "product: SuperOffice's submit answers a bare JSON integer, the task id; cut in half "
-        "('1000' -> '10') it is still a valid id, so the adapter records another task as the chunk's "
-        "reference, its results "
-        "are then 'not found' and the chunk's 500 jobs end not_processed while the vendor runs them. Fix: "
-        "before recording it, read the task and check its Context is the chunk's (else take the submit as "
-        "ambiguous and look the chunk up)"
-    ),
-    "superoffice-submit-truncated-mid": "product: as superoffice-submit-truncated-first, on chunk 1",
-    "superoffice-cancel-refused-mid": (
-        "checker: chunk 1 (one job) has finished at the vendor before the cancel, so no stop is sent to it "
-        "and the fault never meets its request; the cell must hold chunk 1 running"
-    ),
-    "superoffice-cancel-timeout-mid": "checker: as superoffice-cancel-refused-mid",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 #: Providers the cancels and races of the cross-section take turns on: those whose two chunks are a few
 #: hundred jobs (OS1's are 1,025, and its cells are its baseline and one per call).
 LIGHT_PROVIDERS = ("ivvy", "willsuite", "superoffice")
@@ -1047,7 +1032,7 @@ def run_cell(ctx: Context, cell: Cell) -> CellResult:
             run_race_cell(run, cell)
     except Exception as exc:
         run.result.problems.append(f"the cell could not run: {type(exc).__name__}: {exc}")
-        run.result.evidence["traceback"] = "".join(traceback.format_exception(exc)[-4:])
+        run.result.evidence["traceback"] = "".join(traceback.format_exception(exc)[-14:])
     finally:
         with contextlib.suppress(Exception):
             requests = run.result.evidence["requests"] = classify(run.vendor, run.sim)

@@ -20,7 +20,9 @@ Dialect, in short (``docs/providers/superoffice.md`` has the whole of it):
   ticket), and repeats the call once.
 * **Submit** is ``POST Agents/BulkUpdate/ExecuteByEntityIds`` with ``{FieldValueInfos, TableName, Context,
   Ids: "1,2,3"}``, each FieldValueInfo ``{Key, CurrentOperationType, Values}``; the answer is the batch task
-  id (an int). One job is one entity id; the batch options carry ``tableName`` and ``fieldValueInfos``.
+  id (an int), read back with ``GetBatchTaskInfo`` to check it carries the Context just sent (a cut-short
+  integer is still an id, of another task). One job is one entity id; the batch options carry
+  ``tableName`` and ``fieldValueInfos``.
 * **Status** is ``POST Agents/Batch/GetBatchTaskInfo {Id}``; ``State`` travels as a string.
 * **Results** are ``POST Agents/BulkUpdate/GetJobResultAsJsonFromBinaryObjectId {TableName,
   BinaryObjectId}``, a JSON *string*. Which BatchTaskInfo field holds the BinaryObjectId, and what the
@@ -64,6 +66,7 @@ from pydantic import (
 )
 
 from batchbridge.errors import (
+    BatchBridgeError,
     BatchRejectedError,
     CancelNotSupportedError,
     ConfigurationError,
@@ -73,6 +76,7 @@ from batchbridge.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
     ResultsExpiredError,
+    SubmitUnconfirmedError,
     UnknownProviderStatusError,
 )
 from batchbridge.models import ChunkState, ErrorInfo, Outcome, OutcomeKind
@@ -689,12 +693,13 @@ class SuperOfficeProvider(Provider):
         ids = list(dict.fromkeys(int(job["id"]) for job in jobs))
         if not ids:
             raise BatchRejectedError("no entity ids")
+        context = options.context if options.context is not None else _default_context(chunk)
         body = {
             "FieldValueInfos": [
                 f.model_dump(by_alias=True, exclude_none=True) for f in options.field_value_infos
             ],
             "TableName": options.table_name,
-            "Context": options.context if options.context is not None else _default_context(chunk),
+            "Context": context,
             "Ids": ",".join(str(i) for i in ids),
         }
         response = self._post(EXECUTE_PATH, body, commit=True)
@@ -702,7 +707,29 @@ class SuperOfficeProvider(Provider):
         task_id = self.read_json(response)
         if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id <= 0:
             raise ProviderResponseError(f"expected a batch task id (a positive int), got {task_id!r:.40}")
+        self._confirm_task(task_id, context)
         return str(task_id)
+
+    def _confirm_task(self, task_id: int, context: str) -> None:
+        """Read the task the submit answer named and check it carries the Context just sent.
+
+        The answer is a bare integer, so one cut short (``1000`` read as ``10``) is still a valid id, of
+        another task: recorded, it would credit this chunk with that task's results. A task that does not
+        carry this submit's Context, or that cannot be read at all, leaves the submit unconfirmed: the core
+        then looks the chunk up by its Context and never sends it again.
+        """
+        try:
+            info = self._task_info(task_id, Phase.STATUS)
+        except (BatchBridgeError, httpx.TransportError) as exc:
+            raise SubmitUnconfirmedError(
+                f"the submit answered batch task {task_id}, which could not be read back "
+                f"({type(exc).__name__})"
+            ) from exc
+        if info.Context != context:
+            raise SubmitUnconfirmedError(
+                f"the submit answered batch task {task_id}, which carries another Context: the answer does "
+                "not name this chunk's task"
+            )
 
     def find_submission(self, chunk: ChunkInfo) -> str | None:
         """Find the batch task a lost submit answer would have named, by the ``Context`` it carried.
