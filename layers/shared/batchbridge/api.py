@@ -11,9 +11,11 @@ import hashlib
 import json
 import re
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic_core import SchemaSerializer
 
 from batchbridge import cost, limits
 from batchbridge.api_models import ListBatchesQuery, ResultsQuery, RetryQuery
@@ -78,8 +80,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_json_object(body: str | None, *, is_base64: bool, max_bytes: int) -> dict[str, Any]:
-    """A request body as a JSON object, or a 4xx naming what is wrong with it."""
+def read_body(body: str | None, *, is_base64: bool, max_bytes: int) -> str:
+    """A request body as text, or a 4xx saying why not (none, not base64 as marked, too large, not UTF-8)."""
     if body is None or body == "":
         raise RequestError(400, "EMPTY_BODY", "the request has no body; send a JSON object")
     if is_base64:
@@ -95,15 +97,24 @@ def read_json_object(body: str | None, *, is_base64: bool, max_bytes: int) -> di
                 413, "BODY_TOO_LARGE", f"the body is larger than {max_bytes} bytes; split the batch"
             )
         try:
-            body = raw.decode("utf-8")
+            return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise RequestError(400, "MALFORMED_JSON", "the body is not UTF-8 text") from None
-    elif len(body) > max_bytes or len(body.encode("utf-8", "surrogatepass")) > max_bytes:
+    if len(body) > max_bytes or len(body.encode("utf-8", "surrogatepass")) > max_bytes:
         raise RequestError(
             413, "BODY_TOO_LARGE", f"the body is larger than {max_bytes} bytes; split the batch"
         )
+    return body
+
+
+def read_json_object(body: str | None, *, is_base64: bool, max_bytes: int) -> dict[str, Any]:
+    """A request body as a JSON object, or a 4xx naming what is wrong with it."""
+    return _json_object(read_body(body, is_base64=is_base64, max_bytes=max_bytes))
+
+
+def _json_object(text: str) -> dict[str, Any]:
     try:
-        data = json.loads(body, parse_constant=_no_constant)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise RequestError(
             400, "MALFORMED_JSON", f"the body is not valid JSON: {exc.msg} at position {exc.pos}"
@@ -118,7 +129,10 @@ def read_json_object(body: str | None, *, is_base64: bool, max_bytes: int) -> di
 
 
 def parse_create(body: str | None, *, is_base64: bool = False, max_bytes: int) -> CreateBatchRequest:
-    data = read_json_object(body, is_base64=is_base64, max_bytes=max_bytes)
+    return _create_request(read_json_object(body, is_base64=is_base64, max_bytes=max_bytes))
+
+
+def _create_request(data: dict[str, Any]) -> CreateBatchRequest:
     try:
         return CreateBatchRequest.model_validate(data)
     except ValidationError as exc:
@@ -196,6 +210,9 @@ def inline_jobs(cls: type[Provider], options: dict[str, Any], jobs: list[dict[st
                 {"field": f"jobs[{i}]", "message": "holds a lone surrogate (\\ud800-\\udfff), not text"}
             )
             continue
+        except ValueError:  # a number beyond a double (1e400), read as Infinity: the model's check names it
+            doubtful.append(i)
+            continue
         if len(line) > limits.MAX_JOB_BYTES:
             details.append(
                 {"field": f"jobs[{i}]", "message": f"is larger than {limits.MAX_JOB_BYTES // 1024} KiB"}
@@ -241,6 +258,94 @@ def _job_index(field: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+# --- the common case in one pass -------------------------------------------------------------------
+# A body of inline jobs is usually plain: a known provider, jobs its model takes, nothing a vendor could
+# not read back. Such a body is validated in one pass, envelope and jobs together, by pydantic's JSON
+# reader (in Rust), and each job written once, as its line, from what was validated; the portability
+# checks then read the jobs file's bytes. Anything else (invalid, unusual, or only possibly not portable)
+# goes the careful way, json.loads and the checks one by one, which names each problem: the one pass only
+# ever decides that a body is plainly good, never that it is bad.
+
+#: Where the body names its provider. Only a guess to pick the provider's model: that model takes
+#: ``provider`` as exactly the guessed name, so a wrong guess (say a job's own "provider" key) fails the one
+#: pass and the body goes the careful way.
+_PROVIDER_NAMED = re.compile(r'"provider"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+#: Every digit as "0", every other byte as ".": a run of 16 zeros in the translation is a run of 16 digits.
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 16
+
+
+@dataclass(frozen=True)
+class _OnePass:
+    request: CreateBatchRequest
+    lines: list[bytes]
+    jobs_file: bytes
+
+
+@functools.cache
+def _request_for(cls: type[Provider], name: str) -> type[CreateBatchRequest]:
+    """``CreateBatchRequest`` for one provider: ``provider`` is ``name`` and each job is the provider's job
+    model, so one call validates the whole body."""
+    provider: Any = Literal[name]
+    jobs: Any = list[cls.job_model] | None  # type: ignore[name-defined]
+    return create_model(
+        f"{cls.__name__}CreateBatchRequest",
+        __base__=CreateBatchRequest,
+        provider=(provider, ...),
+        jobs=(jobs, Field(default=None, min_length=1)),
+    )
+
+
+@functools.cache
+def _line_writer(cls: type[Provider]) -> SchemaSerializer:
+    """The job model's JSON writer, with NaN and Infinity written as such (the model's own writes them as
+    null), so that a number too large for a double (``1e400``) shows in the line instead of vanishing."""
+    return SchemaSerializer(cls.job_model.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
+
+
+def _inline_batch_in_one_pass(text: str) -> _OnePass | None:
+    """The request and its jobs file's lines when the body is a plainly good batch of inline jobs; None
+    when anything in it asks for the careful way (which then names what is wrong, if anything is)."""
+    named = _PROVIDER_NAMED.search(text)
+    if named is None:
+        return None
+    try:
+        cls = provider_class(named.group(1))
+    except BatchBridgeError:
+        return None
+    try:
+        # The jobs' portability is checked below, on their lines, instead of value by value.
+        request = _request_for(cls, named.group(1)).model_validate_json(text, context=values.CHECKED)
+    except ValidationError:
+        return None
+    if request.jobs is None:
+        return None
+    try:
+        json.dumps(request.options, allow_nan=False)
+    except ValueError:  # NaN or Infinity in the options: not JSON, refused the careful way
+        return None
+    write = _line_writer(cls).to_json
+    lines = [write(job, by_alias=True, exclude_unset=True) for job in request.jobs]
+    jobs_file = b"\n".join(lines) + b"\n"
+    if (
+        b"NaN" in jobs_file
+        or b"Infinity" in jobs_file
+        or max(map(len, lines)) > limits.MAX_JOB_BYTES
+        or max(line.count(b"{") + line.count(b"[") for line in lines) > MAX_JOB_DEPTH
+        or (
+            _LONG_DIGIT_RUN in jobs_file.translate(_DIGITS_AS_ZEROS)
+            and any(values.may_not_be_portable(line) for line in lines)
+        )
+    ):
+        return None
+    return _OnePass(request, lines, jobs_file)
+
+
+def _checks_batches(cls: type[Provider]) -> bool:
+    """Whether the provider has checks of its own over a batch's jobs together."""
+    return cls.validate_batch.__func__ is not Provider.validate_batch.__func__  # type: ignore[attr-defined]
+
+
 def create_batch(
     body: str | None,
     idempotency_key: str | None,
@@ -255,20 +360,32 @@ def create_batch(
         raise RequestError(
             400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-128 letters, digits or _.:-"
         )
-    request = parse_create(body, is_base64=is_base64, max_bytes=deps.settings.max_body_bytes)
+    text = read_body(body, is_base64=is_base64, max_bytes=deps.settings.max_body_bytes)
     upload = None
-    if request.upload_id is not None:
-        from batchbridge import uploads
-
-        cls, options, deadline = validate_for_provider(request, 0)
-        upload = uploads.jobs_for_batch(
-            request.upload_id, request.provider, options, uploads.UploadRecords(deps.repo)
-        )
-        cls, options, deadline = validate_for_provider(request, upload.job_count)
+    jobs_file: bytes | None = None
+    one_pass = _inline_batch_in_one_pass(text)
+    if one_pass is not None:
+        request, lines, jobs_file = one_pass.request, one_pass.lines, one_pass.jobs_file
+        cls, options, deadline = validate_for_provider(request, len(lines))
+        if _checks_batches(cls):
+            found = cls.validate_batch(options, [json.loads(line) for line in lines])
+            if found:
+                raise invalid(sorted(found, key=lambda d: _job_index(d["field"])))
     else:
-        assert request.jobs is not None
-        cls, options, deadline = validate_for_provider(request, len(request.jobs))
-        lines = inline_jobs(cls, options, request.jobs)
+        request = _create_request(_json_object(text))
+        if request.upload_id is not None:
+            from batchbridge import uploads
+
+            cls, options, deadline = validate_for_provider(request, 0)
+            upload = uploads.jobs_for_batch(
+                request.upload_id, request.provider, options, uploads.UploadRecords(deps.repo)
+            )
+            cls, options, deadline = validate_for_provider(request, upload.job_count)
+        else:
+            assert request.jobs is not None
+            cls, options, deadline = validate_for_provider(request, len(request.jobs))
+            lines = inline_jobs(cls, options, request.jobs)
+            jobs_file = b"\n".join(lines) + b"\n"
     _check_connection(request.connection, request.provider)
     if request.retry_of is not None:
         _check_retried(deps, request)
@@ -287,9 +404,8 @@ def create_batch(
             sort_keys=True,
         ).encode()
     )
-    if upload is None:
-        for line in lines:
-            digest.update(line + b"\n")
+    if jobs_file is not None:  # every line and its newline: the jobs file itself
+        digest.update(jobs_file)
     batch = new_batch(
         deps,
         cls,
@@ -311,7 +427,7 @@ def create_batch(
         idempotency_key,
         digest.hexdigest(),
         base_path,
-        jobs=None if upload else b"\n".join(lines) + b"\n",
+        jobs=jobs_file,
     )
 
 
