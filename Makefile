@@ -96,6 +96,7 @@ bench-smoke: $(STAMP)  ## the small form of every benchmark the README quotes (C
 	@$(BIN)/python -m benchmarks.cold_import --quick
 	@$(BIN)/python -m benchmarks.collect_cpu --quick
 	@$(BIN)/python -m benchmarks.upload_validation --lines 20000
+	@$(BIN)/python -m benchmarks.post_speed --quick
 	@$(BIN)/python -m benchmarks.scale --sizes 1000
 
 # The layer's lock: what requirements/runtime.in needs at the versions dev.lock tests, for the functions'
