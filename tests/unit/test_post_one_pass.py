@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import (
+    AliasChoices,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from tests.fakes import MemoryObjects, RecordingWorkflow
 
 from batchbridge import api
 from batchbridge.config import Settings
 from batchbridge.errors import IdempotencyConflictError, RequestError
+from batchbridge.providers.base import Job, provider_class
 from batchbridge.repository.memory import MemoryRepository
 from batchbridge.tasks import Deps
 
@@ -110,7 +122,11 @@ INVALID_ELSEWHERE = {
     ),
 }
 
-GUESSED_WRONG = {
+CAREFUL_BUT_GOOD = {
+    # Good, but the client reference is named by the model's Python name, which only the model takes.
+    "ivvy-client-ref-by-its-python-name": envelope(
+        "ivvy", [{"client_ref": "s-1", "namespace": "venue", "action": "x"}]
+    ),
     # Good, but the guess at the provider reads a job's own "provider" key first.
     "a-job-names-another-provider-first": json.dumps(
         {"jobs": [ivvy_job(provider="superoffice") | {"params": {"provider": "superoffice"}}]}
@@ -163,7 +179,7 @@ def test_a_plain_body_of_each_provider_takes_the_one_pass_and_stores_its_jobs_as
     assert got["jobs"] == json.loads(body)["jobs"]
 
 
-EVERY = PLAIN | UNUSUAL | INVALID_ELSEWHERE | GUESSED_WRONG
+EVERY = PLAIN | UNUSUAL | INVALID_ELSEWHERE | CAREFUL_BUT_GOOD
 
 
 @pytest.mark.parametrize("name", list(EVERY))
@@ -178,7 +194,7 @@ def test_every_body_gets_the_careful_ways_answer(monkeypatch, name):
         assert api._inline_batch_in_one_pass(body) is None
     if name in UNUSUAL or name in INVALID_ELSEWHERE:
         assert 400 <= fast["status"] < 500, fast
-    if name in GUESSED_WRONG:
+    if name in CAREFUL_BUT_GOOD:
         assert api._inline_batch_in_one_pass(body) is None and fast["status"] == 202
 
 
@@ -198,13 +214,6 @@ def test_values_a_vendor_could_not_read_back_are_a_422_naming_the_job(name, fiel
     assert got["status"] == 422 and got["details"][0]["field"] == field, got
 
 
-def test_a_job_naming_its_client_reference_by_the_models_field_name_is_stored_under_its_json_name():
-    job = ivvy_job()
-    job["client_ref"] = job.pop("clientRef")
-    got = answer(envelope("ivvy", [job]))
-    assert got["jobs"][0]["clientRef"] == "s-0" and "client_ref" not in got["jobs"][0]
-
-
 def test_a_replay_gets_the_same_batch_and_another_body_under_the_key_is_refused():
     store = deps()
     first = api.create_batch(PLAIN["ivvy"], "k-1", "", deps=store)
@@ -213,3 +222,94 @@ def test_a_replay_gets_the_same_batch_and_another_body_under_the_key_is_refused(
     other = envelope("ivvy", [ivvy_job(n) for n in range(4)])
     with pytest.raises(IdempotencyConflictError):
         api.create_batch(other, "k-1", "", deps=store)
+
+
+@pytest.mark.parametrize(
+    ("text", "too_large"),
+    [("x" * 100, False), ("x" * 101, True), ("é" * 50, False), ("é" * 51, True), ("\ud800" * 34, True)],
+)
+def test_a_body_is_measured_in_utf8_bytes_not_characters(text, too_large):
+    if too_large:
+        with pytest.raises(RequestError) as caught:
+            api.read_body(text, is_base64=False, max_bytes=100)
+        assert caught.value.code == "BODY_TOO_LARGE"
+    else:
+        assert api.read_body(text, is_base64=False, max_bytes=100) == text
+
+
+class _WholeJobCheck(Job):
+    a: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> _WholeJobCheck:
+        return self
+
+
+class _ReadsOtherFields(Job):
+    a: int = 0
+    b: int = 0
+
+    @field_validator("b")
+    @classmethod
+    def _after_a(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("a", 0):
+            raise ValueError("b before a")
+        return value
+
+
+class _TwoNames(Job):
+    a: int = Field(0, validation_alias=AliasChoices("a", "alpha"))
+
+
+class _Nested(Job):
+    inner: Job
+
+
+class _Open(Job):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Derived(Job):
+    a: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def twice(self) -> int:
+        return 2 * self.a
+
+
+@pytest.mark.parametrize("model", [_WholeJobCheck, _ReadsOtherFields, _TwoNames, _Nested, _Open, _Derived])
+def test_a_job_model_with_checks_beyond_its_fields_own_is_validated_as_the_model(model):
+    assert api._job_dict_schema(model) is None
+
+
+@pytest.mark.parametrize("provider", ["ivvy", "superoffice"])
+def test_the_job_dict_checks_agree_with_the_job_model(provider):
+    model = provider_class(provider).job_model
+    schema = api._job_dict_schema(model)
+    assert schema is not None
+    as_dicts = TypeAdapter(Annotated[dict[str, Any], api._Schema(schema)])
+    jobs = [
+        ivvy_job(),
+        {"namespace": "venue", "action": "x"},
+        {"namespace": "batch", "action": "x"},
+        {"namespace": "1x", "action": "x"},
+        {"namespace": "venue", "action": "x", "params": [], "clientRef": "r"},
+        {"namespace": "venue", "action": "x", "colour": "red"},
+        {"namespace": "venue", "action": 3},
+        {"id": 1},
+        {"id": 0},
+        {"id": "1"},
+        {"id": 1, "clientRef": "x" * 257},
+        {"id": 1, "clientRef": None},
+        {},
+    ]
+    for job in jobs:
+        text = json.dumps(job)
+        try:
+            model.model_validate_json(text)
+        except ValidationError:
+            with pytest.raises(ValidationError):
+                as_dicts.validate_json(text)
+        else:
+            assert as_dicts.validate_json(text) == job

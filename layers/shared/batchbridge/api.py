@@ -11,11 +11,13 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
-from pydantic_core import SchemaSerializer
+from pydantic_core import SchemaSerializer, core_schema
 
 from batchbridge import cost, limits
 from batchbridge.api_models import ListBatchesQuery, ResultsQuery, RetryQuery
@@ -100,7 +102,10 @@ def read_body(body: str | None, *, is_base64: bool, max_bytes: int) -> str:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise RequestError(400, "MALFORMED_JSON", "the body is not UTF-8 text") from None
-    if len(body) > max_bytes or len(body.encode("utf-8", "surrogatepass")) > max_bytes:
+    # ASCII text (known without reading it) is as many bytes as characters.
+    if len(body) > max_bytes or (
+        not body.isascii() and len(body.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
         raise RequestError(
             413, "BODY_TOO_LARGE", f"the body is larger than {max_bytes} bytes; split the batch"
         )
@@ -261,8 +266,9 @@ def _job_index(field: str) -> int:
 # --- the common case in one pass -------------------------------------------------------------------
 # A body of inline jobs is usually plain: a known provider, jobs its model takes, nothing a vendor could
 # not read back. Such a body is validated in one pass, envelope and jobs together, by pydantic's JSON
-# reader (in Rust), and each job written once, as its line, from what was validated; the portability
-# checks then read the jobs file's bytes. Anything else (invalid, unusual, or only possibly not portable)
+# reader (in Rust), and each job written once, as its line, from what was validated (a dict where the job
+# model's checks are all its fields' own, see _job_dict_schema); the portability checks then read the jobs
+# file's bytes. Anything else (invalid, unusual, or only possibly not portable)
 # goes the careful way, json.loads and the checks one by one, which names each problem: the one pass only
 # ever decides that a body is plainly good, never that it is bad.
 
@@ -284,23 +290,83 @@ class _OnePass:
 
 @functools.cache
 def _request_for(cls: type[Provider], name: str) -> type[CreateBatchRequest]:
-    """``CreateBatchRequest`` for one provider: ``provider`` is ``name`` and each job is the provider's job
-    model, so one call validates the whole body."""
+    """``CreateBatchRequest`` for one provider: ``provider`` is ``name`` and each job is checked as the
+    provider's job model (see :func:`_job_dict_schema`), so one call validates the whole body."""
     provider: Any = Literal[name]
-    jobs: Any = list[cls.job_model] | None  # type: ignore[name-defined]
+    as_dicts = _job_dict_schema(cls.job_model)
+    job: Any = cls.job_model if as_dicts is None else Annotated[dict[str, Any], _Schema(as_dicts)]
     return create_model(
         f"{cls.__name__}CreateBatchRequest",
         __base__=CreateBatchRequest,
         provider=(provider, ...),
-        jobs=(jobs, Field(default=None, min_length=1)),
+        jobs=(list[job] | None, Field(default=None, min_length=1)),
     )
 
 
+@dataclass(frozen=True)
+class _Schema:
+    """A ready pydantic-core schema as the type of a field."""
+
+    schema: core_schema.CoreSchema
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return self.schema
+
+
+def _job_dict_schema(model: type[BaseModel]) -> core_schema.CoreSchema | None:
+    """The job model's checks, field by field, keeping each job the dict it was sent as (building a model
+    instance per job costs more than the checks do). Only for a model all of whose checks are its fields'
+    own, each field under one name, no unknown field allowed; any other model (a check of the whole job, a
+    nested model, a field with a second name) gets None and jobs are validated as the model itself.
+
+    A field with a default is optional here and left out when not sent; a field sent under its Python name
+    (``client_ref`` for ``clientRef``) is unknown here and the body goes the careful way."""
+    schema: Any = model.__pydantic_core_schema__
+    config = schema.get("config", {})
+    if (
+        schema["type"] != "model"
+        or schema.get("root_model")
+        or schema.get("post_init")
+        or schema.get("custom_init")
+        or schema["schema"].get("computed_fields")
+        or config.get("extra_fields_behavior") != "forbid"
+        or not _checks_are_fields_own(schema["schema"]["fields"])
+    ):
+        return None
+    fields: dict[str, core_schema.TypedDictField] = {}
+    for name, field in schema["schema"]["fields"].items():
+        key = field.get("validation_alias", name)
+        if not isinstance(key, str):
+            return None
+        value = field["schema"]
+        required = value["type"] != "default"
+        fields[key] = core_schema.typed_dict_field(value if required else value["schema"], required=required)
+    return core_schema.typed_dict_schema(fields, extra_behavior="forbid", config=config)
+
+
+def _checks_are_fields_own(node: Any) -> bool:
+    """Whether a schema holds no nested model and no check that reads the other fields (only the values'
+    portability check, which reads the validation's context, is known not to)."""
+    if isinstance(node, dict):
+        if node.get("type") in {"model", "definitions", "definition-ref", "dataclass"}:
+            return False
+        if node.get("type") == "with-info" and node.get("function") is not values._portable:
+            return False
+        return all(_checks_are_fields_own(item) for item in node.values())
+    if isinstance(node, list | tuple):
+        return all(_checks_are_fields_own(item) for item in node)
+    return True
+
+
 @functools.cache
-def _line_writer(cls: type[Provider]) -> SchemaSerializer:
-    """The job model's JSON writer, with NaN and Infinity written as such (the model's own writes them as
-    null), so that a number too large for a double (``1e400``) shows in the line instead of vanishing."""
-    return SchemaSerializer(cls.job_model.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
+def _line_writer(cls: type[Provider]) -> Callable[[Any], bytes]:
+    """How a validated job becomes its line: a dict as it is, a model instance by its fields' JSON names and
+    only the fields sent. NaN and Infinity are written as such (the model's own writer makes them null), so
+    that a number too large for a double (``1e400``) shows in the line instead of vanishing."""
+    if _job_dict_schema(cls.job_model) is not None:
+        return pydantic_core.to_json
+    writer = SchemaSerializer(cls.job_model.__pydantic_core_schema__, {"ser_json_inf_nan": "constants"})
+    return functools.partial(writer.to_json, by_alias=True, exclude_unset=True)
 
 
 def _inline_batch_in_one_pass(text: str) -> _OnePass | None:
@@ -324,8 +390,7 @@ def _inline_batch_in_one_pass(text: str) -> _OnePass | None:
         json.dumps(request.options, allow_nan=False)
     except ValueError:  # NaN or Infinity in the options: not JSON, refused the careful way
         return None
-    write = _line_writer(cls).to_json
-    lines = [write(job, by_alias=True, exclude_unset=True) for job in request.jobs]
+    lines = list(map(_line_writer(cls), request.jobs))
     jobs_file = b"\n".join(lines) + b"\n"
     if (
         b"NaN" in jobs_file
