@@ -340,8 +340,20 @@ def _job_dict_schema(model: type[BaseModel]) -> core_schema.CoreSchema | None:
             return None
         value = field["schema"]
         required = value["type"] != "default"
-        fields[key] = core_schema.typed_dict_field(value if required else value["schema"], required=required)
+        value = _without_portability_check(value if required else value["schema"])
+        fields[key] = core_schema.typed_dict_field(value, required=required)
     return core_schema.typed_dict_schema(fields, extra_behavior="forbid", config=config)
+
+
+def _without_portability_check(node: Any) -> Any:
+    """A schema less the values' portability check, which the one pass makes on the jobs' lines instead."""
+    if isinstance(node, dict):
+        if node.get("type") == "function-after" and node["function"].get("function") is values._portable:
+            return _without_portability_check(node["schema"])
+        return {key: _without_portability_check(item) for key, item in node.items()}
+    if isinstance(node, list):
+        return [_without_portability_check(item) for item in node]
+    return node
 
 
 def _checks_are_fields_own(node: Any) -> bool:
