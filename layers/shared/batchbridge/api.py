@@ -279,6 +279,9 @@ _PROVIDER_NAMED = re.compile(r'"provider"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 #: Every digit as "0", every other byte as ".": a run of 16 zeros in the translation is a run of 16 digits.
 _DIGITS_AS_ZEROS = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))
 _LONG_DIGIT_RUN = b"0" * 16
+#: What to delete from the jobs file to leave, line by line, only the brackets that open an object or a list
+#: (a job nests no deeper than it has brackets).
+_ALL_BUT_BRACKETS = bytes(b for b in range(256) if b not in b"{[\n")
 
 
 @dataclass(frozen=True)
@@ -403,12 +406,12 @@ def _inline_batch_in_one_pass(text: str) -> _OnePass | None:
     except ValueError:  # NaN or Infinity in the options: not JSON, refused the careful way
         return None
     lines = list(map(_line_writer(cls), request.jobs))
-    jobs_file = b"\n".join(lines) + b"\n"
+    jobs_file = b"\n".join([*lines, b""])
     if (
         b"NaN" in jobs_file
         or b"Infinity" in jobs_file
         or max(map(len, lines)) > limits.MAX_JOB_BYTES
-        or max(line.count(b"{") + line.count(b"[") for line in lines) > MAX_JOB_DEPTH
+        or max(map(len, jobs_file.translate(None, _ALL_BUT_BRACKETS).split(b"\n"))) > MAX_JOB_DEPTH
         or (
             _LONG_DIGIT_RUN in jobs_file.translate(_DIGITS_AS_ZEROS)
             and any(values.may_not_be_portable(line) for line in lines)
