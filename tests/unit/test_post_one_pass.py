@@ -66,6 +66,7 @@ PLAIN = {
         },
         ensure_ascii=False,
     ),
+    "ivvy-nested-to-the-limit": ivvy_with("[" * 30 + "]" * 30),  # the job, its params, 30 lists: 32
     "ivvy-card-number-as-text": envelope("ivvy", [ivvy_job(card="4111111111111111")]),
     "willsuite": envelope(
         "willsuite", [{"clientRef": "c-1", "id": CASE, "status": "reviewed", "score": 3, "tags": ["a"]}]
@@ -84,6 +85,7 @@ UNUSUAL = {
     "integer-beyond-2**53": ivvy_with(str(2**60)),
     "integer-beyond-2**53-in-a-list": ivvy_with(f"[1, {-(2**60)}]"),
     "nested-40-deep": ivvy_with("[" * 40 + "]" * 40),
+    "nested-one-past-the-limit": ivvy_with("[" * 31 + "]" * 31),
     "a-job-over-64-KiB": ivvy_with(json.dumps("x" * 70_000)),
     "nan-in-a-job": ivvy_with("NaN"),
     "infinity-in-a-job": ivvy_with("-Infinity"),

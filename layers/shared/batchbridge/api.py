@@ -279,9 +279,11 @@ _PROVIDER_NAMED = re.compile(r'"provider"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 #: Every digit as "0", every other byte as ".": a run of 16 zeros in the translation is a run of 16 digits.
 _DIGITS_AS_ZEROS = bytes(48 if 48 <= b <= 57 else 46 for b in range(256))
 _LONG_DIGIT_RUN = b"0" * 16
-#: What to delete from the jobs file to leave, line by line, only the brackets that open an object or a list
-#: (a job nests no deeper than it has brackets).
+#: The jobs file less everything but its newlines and the brackets that open an object or a list, each as
+#: "{": a line that nests deeper than the limit has more brackets than that, so a run longer than it.
 _ALL_BUT_BRACKETS = bytes(b for b in range(256) if b not in b"{[\n")
+_BRACKETS_AS_ONE = bytes(ord("{") if b == ord("[") else b for b in range(256))
+_TOO_MANY_BRACKETS = b"{" * (MAX_JOB_DEPTH + 1)
 
 
 @dataclass(frozen=True)
@@ -411,7 +413,7 @@ def _inline_batch_in_one_pass(text: str) -> _OnePass | None:
         b"NaN" in jobs_file
         or b"Infinity" in jobs_file
         or max(map(len, lines)) > limits.MAX_JOB_BYTES
-        or max(map(len, jobs_file.translate(None, _ALL_BUT_BRACKETS).split(b"\n"))) > MAX_JOB_DEPTH
+        or _TOO_MANY_BRACKETS in jobs_file.translate(_BRACKETS_AS_ONE, _ALL_BUT_BRACKETS)
         or (
             _LONG_DIGIT_RUN in jobs_file.translate(_DIGITS_AS_ZEROS)
             and any(values.may_not_be_portable(line) for line in lines)
