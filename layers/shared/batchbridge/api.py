@@ -268,9 +268,9 @@ def _job_index(field: str) -> int:
 # not read back. Such a body is validated in one pass, envelope and jobs together, by pydantic's JSON
 # reader (in Rust), and each job written once, as its line, from what was validated (a dict where the job
 # model's checks are all its fields' own, see _job_dict_schema); the portability checks then read the jobs
-# file's bytes. Anything else (invalid, unusual, or only possibly not portable)
-# goes the careful way, json.loads and the checks one by one, which names each problem: the one pass only
-# ever decides that a body is plainly good, never that it is bad.
+# file's bytes. Anything else (invalid, unusual, or only possibly not portable) goes the careful way,
+# json.loads and the checks one by one, which names each problem: the one pass only ever decides that a
+# body is plainly good, never that it is bad.
 
 #: Where the body names its provider. Only a guess to pick the provider's model: that model takes
 #: ``provider`` as exactly the guessed name, so a wrong guess (say a job's own "provider" key) fails the one
