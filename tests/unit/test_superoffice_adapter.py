@@ -24,6 +24,7 @@ from batchbridge.errors import (
     UnknownProviderStatusError,
 )
 from batchbridge.models import ChunkState, Connection, OutcomeKind
+from batchbridge.providers import superoffice
 from batchbridge.providers.auth import clear_token_cache
 from batchbridge.providers.base import ChunkInfo, StatusReport
 from batchbridge.providers.http import new_client
@@ -32,6 +33,7 @@ from batchbridge.providers.superoffice import (
     ENTITY_FAILED,
     NO_RESULT,
     TASK_FAILED,
+    TASK_INFO_PATH,
     TASK_STOPPED,
     SuperOfficeProvider,
     clear_endpoint_cache,
@@ -201,8 +203,21 @@ def test_a_submit_answer_cut_short_to_another_tasks_id_is_unconfirmed_and_found_
     assert sim.submissions == 2
 
 
-def test_a_submit_answer_naming_a_task_that_does_not_exist_is_unconfirmed(sim, http):
+def test_a_submit_whose_task_cannot_be_read_at_first_is_read_again_and_taken(sim, http):
+    # Given the first reads of the task just created fail (a drop, a 500, an HTML page)
+    sim.faults.drop_next = 1
+    sim.faults.server_error_next = 1
+    sim.faults.malformed_next = 1
+    sim.faults.only_paths = (TASK_INFO_PATH,)
+    # When the chunk is submitted, Then the task is read until it can be, and taken
+    assert adapter(sim, http).submit(chunk(), entities(1)) == "1000"
+    assert len([r for r in sim.requests if r.path.endswith(TASK_INFO_PATH)]) == 4
+    assert sim.submissions == 1
+
+
+def test_a_submit_answer_naming_a_task_that_does_not_exist_is_unconfirmed(sim, http, monkeypatch):
     # Given the task is created as 1000 but the answer is cut to "10", a task SuperOffice does not know
+    monkeypatch.setattr(superoffice, "CONFIRM_WAITS", (0.0, 0.0))
     sim.faults.truncated_next = 1
     sim.faults.only_paths = ("ExecuteByEntityIds",)
     with pytest.raises(SubmitUnconfirmedError, match="could not be read back"):

@@ -89,6 +89,8 @@ from batchbridge.providers.settings import ProviderSettings
 from batchbridge.providers.values import json_size
 
 STATE_PATH = "/api/state/{context}"
+#: Seconds between the reads of a task just submitted, when one fails (then the submit is unconfirmed).
+CONFIRM_WAITS = (0.25, 0.5, 1.0, 2.0)
 SYSTEM_USER_PATH = "/Login/api/PartnerSystemUser/Authenticate"
 EXECUTE_PATH = "/api/v1/Agents/BulkUpdate/ExecuteByEntityIds"
 RESULT_PATH = "/api/v1/Agents/BulkUpdate/GetJobResultAsJsonFromBinaryObjectId"
@@ -714,22 +716,30 @@ class SuperOfficeProvider(Provider):
         """Read the task the submit answer named and check it carries the Context just sent.
 
         The answer is a bare integer, so one cut short (``1000`` read as ``10``) is still a valid id, of
-        another task: recorded, it would credit this chunk with that task's results. A task that does not
-        carry this submit's Context, or that cannot be read at all, leaves the submit unconfirmed: the core
-        then looks the chunk up by its Context and never sends it again.
+        another task: recorded, it would credit this chunk with that task's results. The read is safe to
+        repeat, so a failed one is asked again (:data:`CONFIRM_WAITS`). A task that carries another
+        Context, or that cannot be read at all, leaves the submit unconfirmed: the core then looks the
+        chunk up by its Context and never sends it again.
         """
-        try:
-            info = self._task_info(task_id, Phase.STATUS)
-        except (BatchBridgeError, httpx.TransportError) as exc:
-            raise SubmitUnconfirmedError(
-                f"the submit answered batch task {task_id}, which could not be read back "
-                f"({type(exc).__name__})"
-            ) from exc
-        if info.Context != context:
-            raise SubmitUnconfirmedError(
-                f"the submit answered batch task {task_id}, which carries another Context: the answer does "
-                "not name this chunk's task"
-            )
+        failure: Exception | None = None
+        for wait in (*CONFIRM_WAITS, None):
+            try:
+                info = self._task_info(task_id, Phase.STATUS)
+            except (BatchBridgeError, httpx.TransportError) as exc:
+                failure = exc
+                if wait is not None:
+                    time.sleep(wait)
+                continue
+            if info.Context != context:
+                raise SubmitUnconfirmedError(
+                    f"the submit answered batch task {task_id}, which carries another Context: the answer "
+                    "does not name this chunk's task"
+                )
+            return
+        raise SubmitUnconfirmedError(
+            f"the submit answered batch task {task_id}, which could not be read back "
+            f"({type(failure).__name__})"
+        ) from failure
 
     def find_submission(self, chunk: ChunkInfo) -> str | None:
         """Find the batch task a lost submit answer would have named, by the ``Context`` it carried.
