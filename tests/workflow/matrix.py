@@ -935,6 +935,11 @@ def run_cancel_cell(run: CellRun, cell: CancelCell) -> None:
             lambda: any(c.state.value == "SUBMITTING" for c in run.stack.repo.iter_chunks(batch_id)),
         )
         cancel_now(batch_id)
+        # Claims stop once the cancel is recorded: if chunk 1 was claimed by then (the cancel answered
+        # slowly on a busy machine), the cancel came after chunk 0's submit, and chunk 1 may reach the vendor.
+        chunk_1 = run.stack.repo.get_chunk(batch_id, 1)
+        late = chunk_1.state.value == "SUBMITTING" or chunk_1.provider_ref is not None
+        run.result.evidence["chunk 1 claimed before the cancel"] = late
     elif cell.phase == "running":
         run.wait_for("the batch running", lambda: run.status(batch_id) == "RUNNING")
         cancel_now(batch_id)
@@ -961,6 +966,8 @@ def run_cancel_cell(run: CellRun, cell: CancelCell) -> None:
     )
     sent = {c.index for c in run.chunks if c.provider_ref is not None}
     wanted = {"accepted": set(), "submitting": {0}, "running": {0, 1}}.get(cell.phase)
+    if cell.phase == "submitting" and run.result.evidence.get("chunk 1 claimed before the cancel"):
+        wanted = {0, 1}
     if wanted is not None and sent != wanted:
         run.result.problems.append(
             f"chunks {sorted(sent)} reached the vendor; a cancel {PHASES[cell.phase]} allows {sorted(wanted)}"
@@ -1032,7 +1039,13 @@ def run_cell(ctx: Context, cell: Cell) -> CellResult:
             run_race_cell(run, cell)
     except Exception as exc:
         run.result.problems.append(f"the cell could not run: {type(exc).__name__}: {exc}")
-        run.result.evidence["traceback"] = "".join(traceback.format_exception(exc)[-14:])
+        # The frames of this repository (where it went wrong), then the last ones (what raised).
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in frames if "site-packages" not in f.filename]
+        run.result.evidence["traceback"] = "".join(
+            traceback.format_list(ours[-8:] + [f for f in frames[-3:] if f not in ours])
+            + traceback.format_exception_only(exc)
+        )
     finally:
         with contextlib.suppress(Exception):
             requests = run.result.evidence["requests"] = classify(run.vendor, run.sim)
