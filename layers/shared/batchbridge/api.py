@@ -353,7 +353,7 @@ def _job_dict_schema(model: type[BaseModel]) -> core_schema.CoreSchema | None:
 def _without_portability_check(node: Any) -> Any:
     """A schema less the values' portability check, which the one pass makes on the jobs' lines instead."""
     if isinstance(node, dict):
-        if node.get("type") == "function-after" and node["function"].get("function") is values._portable:
+        if node.get("type") == "function-after" and node["function"].get("function") is values.check_portable:
             return _without_portability_check(node["schema"])
         return {key: _without_portability_check(item) for key, item in node.items()}
     if isinstance(node, list):
@@ -367,7 +367,7 @@ def _checks_are_fields_own(node: Any) -> bool:
     if isinstance(node, dict):
         if node.get("type") in {"model", "definitions", "definition-ref", "dataclass"}:
             return False
-        if node.get("type") == "with-info" and node.get("function") is not values._portable:
+        if node.get("type") == "with-info" and node.get("function") is not values.check_portable:
             return False
         return all(_checks_are_fields_own(item) for item in node.values())
     if isinstance(node, list | tuple):

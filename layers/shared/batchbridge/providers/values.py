@@ -77,8 +77,9 @@ def may_not_be_portable(line: bytes) -> bool:
     return _LONG_INTEGER.search(line) is not None or line.count(b"{") + line.count(b"[") > MAX_DEPTH
 
 
-def _portable(value: Any, info: ValidationInfo) -> Any:
-    """The exact walk only where the value's JSON, written once in C, shows it may be needed: NaN or
+def check_portable(value: Any, info: ValidationInfo) -> Any:
+    """The validator of :data:`PortableObject` (the API's one pass recognises it in a schema by this name).
+    The exact walk only where the value's JSON, written once in C, shows it may be needed: NaN or
     Infinity, a long run of digits, or more brackets than the depth allowed (or where the caller did not
     look at the JSON already)."""
     if info.context == CHECKED:
@@ -101,5 +102,5 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
 
 
-PortableObject = Annotated[dict[str, Any], AfterValidator(_portable)]
+PortableObject = Annotated[dict[str, Any], AfterValidator(check_portable)]
 """A JSON object whose every value is portable JSON."""
